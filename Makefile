@@ -1,0 +1,73 @@
+# Self-documenting: `make` lists the targets (lines with ##).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY        ?= python3
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+CONFIG    ?= conf/local.yaml
+WAREHOUSE ?= ./warehouse
+SOURCE    ?= synthetic
+INPUT     ?=
+ROWS      ?= 20000
+SEED      ?= 42
+MASTER    ?= local[2]
+# Run date per source: the day after the data ends, so every order is history.
+DATE_synthetic     := 2024-06-29
+DATE_olist         := 2018-09-01
+DATE_online_retail := 2011-07-01
+DATE_canonical     := $(shell date -u +%F)
+DATE      ?= $(DATE_$(SOURCE))
+
+export SPARK_LOCAL_IP        := 127.0.0.1
+export PYSPARK_PYTHON        := $(abspath $(PYTHON))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
+export HF_HUB_OFFLINE        := 1
+export TRANSFORMERS_OFFLINE  := 1
+export PYTHONUNBUFFERED      := 1
+
+# Every spark-submit in this Makefile uses these flags (Delta's jars come from .jars/).
+DELTA_JARS = $(shell ls .jars/*.jar 2>/dev/null | paste -sd, -)
+SPARK_SUBMIT_FLAGS = --master $(MASTER) --jars $(DELTA_JARS) \
+	--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+	--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+	--conf spark.sql.session.timeZone=UTC
+SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
+JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
+INGEST_ARGS = --source $(SOURCE) $(if $(INPUT),--input $(INPUT)) --rows $(ROWS) --seed $(SEED)
+
+.PHONY: help setup run nightly ingest test test-fast lint bench notebooks package clean
+
+help: ## show this list
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv, install the project, fetch Delta Lake's jars (once)
+	@$(PYTHON) -m stpipe.jars --config $(CONFIG)
+
+run: setup ## run the whole pipeline on the embedded default (SOURCE=olist INPUT=... for real data)
+	$(PYTHON) -m jobs.nightly $(JOB_ARGS) $(INGEST_ARGS)
+
+nightly: setup ## the nightly pipeline through spark-submit for DATE (MASTER=spark://... for a cluster)
+	$(SPARK_SUBMIT) jobs/nightly.py $(JOB_ARGS) $(INGEST_ARGS)
+
+ingest: setup ## only the ingest-and-clean job
+	$(PYTHON) -m jobs.ingest $(JOB_ARGS) $(INGEST_ARGS)
+
+test: setup ## the whole test suite, as CI runs it (everything but the gpu marker)
+	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
+	$(PYTHON) -m pytest -m "not slow and not notebooks and not cluster and not gpu" $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
+
+clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)
+	rm -rf warehouse reports bench/results .pytest_cache spark-warehouse

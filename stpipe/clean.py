@@ -1,0 +1,286 @@
+"""Validation and cleaning of raw order lines: every row ends clean or quarantined.
+
+Each raw row gets at most one reason code (the first rule it breaks, in the order of
+:data:`REASONS`); rows with none are clean. Nothing is dropped: callers check that
+rows read = rows clean + rows quarantined.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from stpipe.schema import (
+    ITEMS,
+    ORDERS_CLEAN,
+    ORDERS_QUARANTINE,
+    RAW_ORDER_COLUMNS,
+    REQUIRED_ORDER_COLUMNS,
+    select_schema,
+)
+
+# Reason codes, in the order rules are applied; documented in the README.
+REASONS: dict[str, str] = {
+    "header_row": "a repeated header line inside the data",
+    "malformed_row": "the CSV parser could not split the line into the expected fields",
+    "invalid_encoding": "bytes that are not valid UTF-8 (decoded to U+FFFD)",
+    "field_too_long": "a field longer than ingest.max_text_chars",
+    "missing_order_id": "order id null or empty",
+    "missing_user_id": "user id null or empty (for example a guest checkout)",
+    "missing_item_id": "item id null or empty",
+    "missing_quantity": "quantity null or empty",
+    "missing_unit_price": "unit price null or empty",
+    "missing_ts": "timestamp null or empty",
+    "missing_region": "region null or empty",
+    "bad_line_no": "line number not a positive integer",
+    "bad_timestamp": "timestamp not parseable",
+    "ts_before_min_date": "timestamp before ingest.min_date",
+    "ts_in_future": "timestamp after the run date + ingest.max_future_days",
+    "bad_quantity": "quantity not an integer",
+    "non_positive_quantity": "quantity zero or negative (returns are handled by the adapter)",
+    "absurd_quantity": "quantity above ingest.max_quantity",
+    "bad_unit_price": "unit price not a number",
+    "non_positive_price": "unit price zero or negative",
+    "absurd_price": "unit price above ingest.max_unit_price",
+    "bad_coordinates": "lat/lon not numbers, out of range, or only one of them given",
+    "duplicate_row": "exact duplicate of an earlier line (the first one is kept)",
+    "conflicting_duplicate": "same order_id and line_no as another line with different values",
+}
+# Adapter-specific reason codes (set before cleaning), also documented in the README.
+ADAPTER_REASONS: dict[str, str] = {
+    "cancellation": "a cancelled invoice or order",
+    "return_or_adjustment": "negative quantity without a cancellation marker (return, stock fix)",
+    "bad_debt_adjustment": "an accounting entry, not a sale",
+    "non_product_code": "postage, fees, discounts and other codes that are not products",
+    "order_without_items": "an order with no item lines",
+    "order_not_fulfilled": "an order the shop could not fulfil (unavailable)",
+    "unknown_item": "an item id absent from the catalogue",
+}
+
+_ZONE_SUFFIX = r"(Z|[+-]\d{2}:?\d{2})$"
+_FLOAT_ID = r"^(\d+)\.0+$"
+
+
+def normalise_text(col: Column) -> Column:
+    """Trim, collapse inner whitespace; empty strings become null."""
+    text = F.regexp_replace(F.trim(col), r"\s+", " ")
+    return F.when(text == "", None).otherwise(text)
+
+
+def normalise_id(col: Column) -> Column:
+    """Ids: text normalisation, and ``17850.0`` (a float-formatted integer) -> ``17850``."""
+    text = normalise_text(col)
+    return F.when(text.rlike(_FLOAT_ID), F.regexp_extract(text, _FLOAT_ID, 1)).otherwise(text)
+
+
+def parse_timestamp(col: Column, naive_timezone: str) -> Column:
+    """UTC timestamp from ISO-like text; text without an offset is in ``naive_timezone``."""
+    text = F.regexp_replace(col, "T", " ")
+    has_zone = text.rlike(_ZONE_SUFFIX)
+    zoned = F.try_to_timestamp(F.regexp_replace(text, r"(\d)(Z)$", "$1+00:00"), F.lit("yyyy-MM-dd HH:mm[:ss][.SSS]XXX"))
+    naive = F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm[:ss][.SSS]"))
+    return F.when(has_zone, zoned).otherwise(F.to_utc_timestamp(naive, naive_timezone))
+
+
+def canonical_region(df: DataFrame, aliases: Mapping[str, str]) -> DataFrame:
+    """Map spellings of a region (case, whitespace, configured aliases) to one name.
+
+    Spellings that differ only in case fold to the most frequent spelling seen
+    (ties: the alphabetically first), so ``"united kingdom"`` joins ``"United Kingdom"``.
+    """
+    alias_map = F.create_map(*[F.lit(x) for kv in sorted(aliases.items()) for x in (kv[0].casefold(), kv[1])]) if aliases else None
+    folded = F.lower(F.col("region"))
+    df = df.withColumn("_region_key", folded)
+    if alias_map is not None:
+        df = df.withColumn(
+            "region", F.coalesce(F.element_at(alias_map, F.col("_region_key")), F.col("region"))
+        ).withColumn("_region_key", F.lower(F.col("region")))
+    counts = (
+        df.where(F.col("region").isNotNull())
+        .groupBy("_region_key", "region")
+        .count()
+        .withColumn(
+            "_rank",
+            F.row_number().over(Window.partitionBy("_region_key").orderBy(F.desc("count"), "region")),
+        )
+        .where("_rank = 1")
+        .select("_region_key", F.col("region").alias("_region_canonical"))
+    )
+    return (
+        df.join(F.broadcast(counts), "_region_key", "left")
+        .withColumn("region", F.coalesce("_region_canonical", "region"))
+        .drop("_region_key", "_region_canonical")
+    )
+
+
+def _first_reason(rules: list[tuple[str, Column]]) -> Column:
+    expr = F.lit(None).cast("string")
+    for code, cond in reversed(rules):
+        expr = F.when(cond, F.lit(code)).otherwise(expr)
+    return expr
+
+
+def validate_orders(
+    raw: DataFrame,
+    *,
+    run_date: dt.date,
+    min_date: str = "1990-01-01",
+    max_future_days: int = 1,
+    max_quantity: int = 10_000,
+    max_unit_price: float = 100_000.0,
+    max_text_chars: int = 2_000,
+    naive_timezone: str = "UTC",
+    region_aliases: Mapping[str, str] | None = None,
+) -> DataFrame:
+    """Parse and check raw rows; add ``reason``/``detail`` (null reason = clean) and typed columns."""
+    df = raw
+    too_long = F.greatest(*[F.coalesce(F.length(c), F.lit(0)) for c in RAW_ORDER_COLUMNS]) > max_text_chars
+    bad_bytes = F.lit(False)
+    for c in RAW_ORDER_COLUMNS:
+        bad_bytes = bad_bytes | F.coalesce(F.col(c).contains("\ufffd"), F.lit(False))
+    df = df.withColumn("_too_long", too_long).withColumn("_bad_bytes", bad_bytes)
+
+    for c in ["region", "city"]:
+        df = df.withColumn(c, normalise_text(F.col(c)))
+    for c in ["order_id", "user_id", "item_id"]:
+        df = df.withColumn(c, normalise_id(F.col(c)))
+    for c in ["line_no", "quantity", "unit_price", "ts", "lat", "lon"]:
+        df = df.withColumn(c, normalise_text(F.col(c)))
+
+    df = (
+        df.withColumn("_line_no", F.col("line_no").try_cast("double"))
+        .withColumn("_qty", F.col("quantity").try_cast("double"))
+        .withColumn("_price", F.col("unit_price").try_cast("double"))
+        .withColumn("_ts", parse_timestamp(F.col("ts"), naive_timezone))
+        .withColumn("_lat", F.col("lat").try_cast("double"))
+        .withColumn("_lon", F.col("lon").try_cast("double"))
+    )
+    min_ts = F.lit(dt.datetime.fromisoformat(str(min_date)))
+    max_ts = F.lit(dt.datetime.combine(run_date + dt.timedelta(days=max_future_days + 1), dt.time()))
+    lat_given, lon_given = F.col("lat").isNotNull(), F.col("lon").isNotNull()
+    coords_bad = (lat_given != lon_given) | (
+        lat_given
+        & (
+            F.col("_lat").isNull()
+            | F.col("_lon").isNull()
+            | ~F.col("_lat").between(-90, 90)
+            | ~F.col("_lon").between(-180, 180)
+            | F.isnan("_lat")
+            | F.isnan("_lon")
+        )
+    )
+    rules: list[tuple[str, Column]] = [
+        ("header_row", F.lower(F.col("order_id")) == "order_id"),
+        ("invalid_encoding", F.col("_bad_bytes")),
+        ("field_too_long", F.col("_too_long")),
+        *[(f"missing_{c}", F.col(c).isNull()) for c in REQUIRED_ORDER_COLUMNS],
+        (
+            "bad_line_no",
+            F.col("line_no").isNotNull()
+            & (F.col("_line_no").isNull() | (F.col("_line_no") < 1) | (F.col("_line_no") != F.floor("_line_no"))),
+        ),
+        ("bad_timestamp", F.col("_ts").isNull()),
+        ("ts_before_min_date", F.col("_ts") < min_ts),
+        ("ts_in_future", F.col("_ts") >= max_ts),
+        ("bad_quantity", F.col("_qty").isNull() | (F.col("_qty") != F.floor("_qty")) | F.isnan("_qty")),
+        ("non_positive_quantity", F.col("_qty") <= 0),
+        ("absurd_quantity", F.col("_qty") > max_quantity),
+        ("bad_unit_price", F.col("_price").isNull() | F.isnan("_price")),
+        ("non_positive_price", F.col("_price") <= 0),
+        ("absurd_price", F.col("_price") > max_unit_price),
+        ("bad_coordinates", coords_bad),
+    ]
+    df = df.withColumn(
+        "reason", F.coalesce(F.col("reject_reason"), _first_reason(rules))
+    ).withColumn(
+        "detail",
+        F.when(F.col("reject_reason").isNotNull(), F.col("reject_detail")),
+    )
+    df = canonical_region(df, region_aliases or {})
+    return df
+
+
+def split_duplicates(df: DataFrame) -> DataFrame:
+    """Mark exact duplicates (all but the first) and conflicting versions of one line."""
+    key_cols = ["order_id", "_line_key"]
+    value_cols = ["user_id", "item_id", "_qty", "_price", "_ts", "region", "city", "_lat", "_lon"]
+    ok = F.col("reason").isNull()
+    df = df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("int"), F.lit(-1)))
+    value_hash = F.xxhash64(*value_cols)
+    by_key = Window.partitionBy(*key_cols)
+    first_of_value = Window.partitionBy(*key_cols, "_vhash").orderBy("source_row")
+    df = df.withColumn("_vhash", F.when(ok, value_hash))
+    df = df.withColumn(
+        "_versions", F.size(F.collect_set(F.when(ok, F.col("_vhash"))).over(by_key))
+    ).withColumn("_copy", F.when(ok, F.row_number().over(first_of_value)))
+    return df.withColumn(
+        "reason",
+        F.when(ok & (F.col("_versions") > 1), F.lit("conflicting_duplicate"))
+        .when(ok & (F.col("_copy") > 1), F.lit("duplicate_row"))
+        .otherwise(F.col("reason")),
+    )
+
+
+def clean_and_quarantine(checked: DataFrame, *, source: str) -> tuple[DataFrame, DataFrame]:
+    """Split validated rows into ``orders_clean`` and ``orders_quarantine`` frames."""
+    checked = split_duplicates(checked)
+    clean = (
+        checked.where(F.col("reason").isNull())
+        .withColumn("line_no", F.coalesce(F.col("_line_no").cast("int"), F.lit(1)))
+        .withColumn("quantity", F.col("_qty").cast("int"))
+        .withColumn("unit_price", F.col("_price"))
+        .withColumn("ts", F.col("_ts"))
+        .withColumn("lat", F.col("_lat"))
+        .withColumn("lon", F.col("_lon"))
+        .withColumn("source", F.lit(source))
+        .withColumn("order_date", F.to_date("_ts"))
+    )
+    quarantine = (
+        checked.where(F.col("reason").isNotNull())
+        .withColumn("source", F.lit(source))
+        .withColumn("detail", F.coalesce(F.col("detail"), F.element_at(_reason_texts(), F.col("reason"))))
+    )
+    return select_schema(clean, ORDERS_CLEAN), select_schema(quarantine, ORDERS_QUARANTINE)
+
+
+def _reason_texts() -> Column:
+    texts = {**REASONS, **ADAPTER_REASONS}
+    return F.create_map(*[F.lit(x) for kv in sorted(texts.items()) for x in kv])
+
+
+def clean_items(items: DataFrame, *, source: str, max_text_chars: int = 2_000) -> DataFrame:
+    """One row per item id: normalised text, the most frequent title/category per id."""
+    df = items.select(
+        normalise_id(F.col("item_id")).alias("item_id"),
+        F.substring(normalise_text(F.col("title")), 1, max_text_chars).alias("title"),
+        F.coalesce(normalise_text(F.col("category")), F.lit("unknown")).alias("category"),
+        F.substring(normalise_text(F.col("description")), 1, max_text_chars).alias("description"),
+    ).where(F.col("item_id").isNotNull())
+    w = Window.partitionBy("item_id").orderBy(F.desc("n"), F.col("title").asc_nulls_last(), "category", F.col("description").asc_nulls_last())
+    ranked = (
+        df.groupBy("item_id", "title", "category", "description")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .withColumn("_rank", F.row_number().over(w))
+        .where("_rank = 1")
+        .withColumn("title", F.coalesce("title", "category", "item_id"))
+        .withColumn("source", F.lit(source))
+    )
+    return select_schema(ranked, ITEMS)
+
+
+def add_missing_items(items: DataFrame, clean_orders: DataFrame, *, source: str) -> DataFrame:
+    """Items referenced by orders but absent from the catalogue get a placeholder row."""
+    missing = (
+        clean_orders.select("item_id").distinct().join(items.select("item_id"), "item_id", "left_anti")
+    )
+    placeholder = missing.select(
+        "item_id",
+        F.col("item_id").alias("title"),
+        F.lit("unknown").alias("category"),
+        F.lit(None).cast("string").alias("description"),
+        F.lit(source).alias("source"),
+    )
+    return select_schema(items.unionByName(placeholder), ITEMS)

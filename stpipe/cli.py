@@ -1,0 +1,158 @@
+"""The command-line contract shared by every job.
+
+``python -m jobs.<name>`` and ``spark-submit jobs/<name>.py`` accept ``--config``,
+``--warehouse DIR``, ``--date YYYY-MM-DD`` and ``--set KEY=VALUE`` (any config
+key). Exit code 0 on success; on failure one line on stderr and exit code 2
+(``--verbose`` adds the stack trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from stpipe import runlog
+from stpipe.config import Settings, load_settings, parse_date, parse_override
+from stpipe.errors import PipelineError
+from stpipe.runlog import StageResult
+
+log = logging.getLogger("stpipe")
+
+StageFn = Callable[[SparkSession, Settings], StageResult]
+ArgsToOverrides = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=None, help="YAML config (default conf/local.yaml)")
+    parser.add_argument("--warehouse", default=None, help="folder holding the Delta tables")
+    parser.add_argument("--date", default=None, help="run date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set granger.max_lag=5 (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="stack traces on failure")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
+    overrides: dict[str, Any] = dict(parse_override(text) for text in args.overrides)
+    if args.warehouse:
+        overrides["storage.warehouse"] = args.warehouse
+    if args.date:
+        parse_date(args.date, "--date")
+        overrides["run_date"] = args.date
+    overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return load_settings(args.config, overrides)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "matplotlib", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_stage(spark: SparkSession, settings: Settings, stage: str, fn: StageFn) -> StageResult:
+    """Run one stage, log a line with rows and seconds, and record it in ``run_log``."""
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    log.info("stage %s: started for %s", stage, settings.date)
+    try:
+        result = fn(spark, settings)
+    except Exception as exc:
+        finished = dt.datetime.now(dt.timezone.utc)
+        try:
+            runlog.record(
+                spark,
+                settings.storage.warehouse,
+                run_date=settings.date,
+                stage=stage,
+                started=started,
+                finished=finished,
+                status="failed",
+                message=one_line(exc),
+            )
+        except Exception:  # the log must not hide the original failure
+            log.warning("could not record the failure of %s in run_log", stage)
+        raise
+    finished = dt.datetime.now(dt.timezone.utc)
+    runlog.record(
+        spark,
+        settings.storage.warehouse,
+        run_date=settings.date,
+        stage=stage,
+        started=started,
+        finished=finished,
+        status="ok",
+        result=result,
+    )
+    log.info(
+        "stage %s: done in %.1fs, rows in %s, rows out %s, tables %s",
+        stage,
+        time.perf_counter() - t0,
+        result.rows_in,
+        result.rows_out,
+        ", ".join(result.tables) or "-",
+    )
+    return result
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def main_for(
+    stage: str,
+    fn: StageFn,
+    argv: list[str] | None,
+    *,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    overrides: ArgsToOverrides | None = None,
+) -> int:
+    """Parse arguments, build the session, run the stage; return the exit code."""
+    parser = base_parser(description)
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    spark = None
+    try:
+        settings = settings_from_args(args, overrides(args) if overrides else None)
+        from stpipe.session import build_session  # imported late: keeps --help fast
+
+        spark = build_session(settings.spark, app_name=f"stpipe-{stage}")
+        result = run_stage(spark, settings, stage, fn)
+        summary = {"stage": stage, "run_date": str(settings.date), **dataclasses.asdict(result)}
+        log.info("summary %s", summary)
+        return 0
+    except PipelineError as exc:
+        print(f"{stage}: error: {one_line(exc)}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 2
+    except Exception as exc:  # unexpected: still one readable line
+        print(f"{stage}: failed: {exc.__class__.__name__}: {one_line(exc)}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 1
+    finally:
+        if spark is not None:
+            spark.stop()

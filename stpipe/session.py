@@ -1,0 +1,46 @@
+"""The one place that creates a SparkSession (tests use their own fixture)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from stpipe.config import SparkSettings
+from stpipe.jars import jar_paths
+
+
+def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
+    """A SparkSession with Delta Lake's SQL extension and catalog, UTC session time zone.
+
+    When the job runs under ``spark-submit``, master and packaging flags given on the
+    command line win over ``settings.master``.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name or settings.app_name)
+    if not _submitted_with_master():
+        builder = builder.master(settings.master)
+    conf = {
+        "spark.jars": ",".join(str(p) for p in jar_paths(settings.jars_dir)),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+    conf.update(settings.conf)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    return spark
+
+
+def _submitted_with_master() -> bool:
+    # Under spark-submit the JVM is already running (it started this Python process and
+    # passed its gateway port): the master and --jars came from the command line.
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))

@@ -1,0 +1,61 @@
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from jobs import ingest
+from stpipe import tables
+from stpipe.adapters import synthetic
+from stpipe.config import load_settings, replace
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return synthetic.generate(rows=3000, seed=5, start="2024-01-01", days=60)
+
+
+def test_generator_is_deterministic_and_seed_dependent(generated):
+    again, _ = synthetic.generate(rows=3000, seed=5, start="2024-01-01", days=60)
+    other, _ = synthetic.generate(rows=3000, seed=6, start="2024-01-01", days=60)
+    pd.testing.assert_frame_equal(generated[0], again)
+    assert not generated[0].equals(other)
+
+
+def test_generator_plants_regional_tastes(generated):
+    lines, items = generated
+    df = lines.merge(items, on="item_id")
+    for region, favourite in synthetic.REGION_TASTES.items():
+        share_here = (df[df.region == region].category == favourite).mean()
+        share_market = (df.category == favourite).mean()
+        assert share_here > 1.3 * share_market, region
+
+
+def test_generator_plants_evening_peak(generated):
+    hours = generated[0].ts.dt.hour.value_counts(normalize=True).sort_index()
+    assert hours.loc[19:21].sum() > hours.loc[2:4].sum() * 5
+
+
+def _settings(warehouse, rows=2000):
+    return replace(
+        load_settings(),
+        **{"storage.warehouse": warehouse, "run_date": "2024-03-01", "ingest.rows": rows,
+           "ingest.synthetic_days": 60, "ingest.seed": 3},
+    )
+
+
+def test_ingest_twice_leaves_identical_tables(spark, warehouse):
+    s = _settings(warehouse)
+    first = ingest.run(spark, s)
+    before = tables.read(spark, warehouse, "orders_clean").toPandas()
+    second = ingest.run(spark, s)
+    after = tables.read(spark, warehouse, "orders_clean").toPandas()
+    assert first.rows_in == second.rows_in == first.rows_out + first.details["quarantined"]
+    key = ["order_id", "line_no"]
+    pd.testing.assert_frame_equal(
+        before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
+    )
+    lines, _ = synthetic.generate(rows=2000, seed=3, start="2024-01-01", days=60)
+    assert len(after) == len(lines)  # generated data is clean: nothing quarantined
+    assert after.order_date.min() == dt.date(2024, 1, 1)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{tables.table_path(warehouse, 'orders_clean')}`")
+    assert history.count() == 2

@@ -1,0 +1,1 @@
+"""pandas UDFs: plain pandas/numpy/torch functions, each with a thin Spark wrapper."""
