@@ -69,5 +69,8 @@ test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
 lint: setup ## ruff
 	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
 
+bench: setup ## benchmarks against the standard tools (BENCH="granger embed scaling" to choose)
+	$(PYTHON) -m bench $(BENCH)
+
 clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)
 	rm -rf warehouse reports bench/results .pytest_cache spark-warehouse
