@@ -1,0 +1,58 @@
+"""Every notebook runs top to bottom on small generated data (marker: notebooks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stpipe.config import load_settings, replace
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+RUN_DATE = "2024-03-01"
+
+
+def test_there_are_at_least_three_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_stored_without_outputs(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code)
+    text = "".join("".join(c["source"]) for c in code)
+    assert "from stpipe" in text  # package code, not copied logic
+
+
+@pytest.fixture(scope="module")
+def pipeline_warehouse(spark, tmp_path_factory):
+    from jobs import nightly
+
+    warehouse = str(tmp_path_factory.mktemp("nb") / "warehouse")
+    settings = replace(
+        load_settings(),
+        **{
+            "storage.warehouse": warehouse,
+            "run_date": RUN_DATE,
+            "ingest.rows": 3000,
+            "ingest.synthetic_days": 60,
+        },
+    )
+    nightly.run(spark, settings)
+    return warehouse
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(path, pipeline_warehouse, tmp_path):
+    from stpipe.notebooks import execute
+
+    nb, pngs = execute(path, {"CONFIG": None, "WAREHOUSE": pipeline_warehouse, "RUN_DATE": RUN_DATE},
+                       cwd=ROOT / "notebooks")
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert pngs, "every notebook draws at least one picture"
