@@ -1,47 +1,78 @@
 """The nightly pipeline: every stage for one run date, in order, in one Spark application.
 
     python -m jobs.nightly --date 2024-06-29
+    python -m jobs.nightly --date 2024-06-29 --force-stage ingest
     spark-submit jobs/nightly.py --date 2024-06-29 --source olist --input PATH
+
+Stages whose outputs for the date are complete (see ``stpipe.orchestrate``) are
+skipped unless ``--force`` (all) or ``--force-stage NAME`` (that one and, because its
+tables change, the ones after it). Every stage is recorded in ``run_log``; the last
+step is Delta housekeeping (OPTIMIZE, VACUUM) as the ``storage`` config says.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import functools
 import logging
+from collections.abc import Iterable
 
 from pyspark.sql import SparkSession
 
 from jobs import ingest
-from stpipe.cli import main_for, run_stage
+from stpipe import orchestrate
+from stpipe.cli import main_for
 from stpipe.config import Settings
+from stpipe.orchestrate import Stage
 from stpipe.runlog import StageResult
 from stpipe.summary import summary_text
 
 log = logging.getLogger("stpipe.nightly")
 
-# (stage name, module with run(spark, settings) -> StageResult), in run order.
-STAGES: list[tuple[str, str]] = [
-    ("ingest", "jobs.ingest"),
+# The single list of stages, in run order. A plain ("name", "jobs.module") pair works
+# too; Stage(..., config=(sections,)) narrows which config changes make it rerun.
+STAGES: list[Stage | tuple[str, str]] = [
+    Stage("ingest", "jobs.ingest", config=("ingest",), reads_source=True),
 ]
 
 
-def run(spark: SparkSession, settings: Settings) -> StageResult:
-    done = []
-    for name, module_name in STAGES:
-        module = importlib.import_module(module_name)
-        run_stage(spark, settings, name, module.run)
-        done.append(name)
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    force: bool = False,
+    force_stages: Iterable[str] = (),
+) -> StageResult:
+    """Every stage of STAGES for ``settings.date``, then housekeeping; print a summary."""
+    result = orchestrate.run_pipeline(
+        spark, settings, STAGES, force=force, force_stages=force_stages
+    )
     print(summary_text(spark, settings.storage.warehouse), flush=True)
-    return StageResult(tables=[], details={"stages": done})
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    ingest.add_arguments(parser)
+    _add_force_arguments(parser)
+
+
+def _add_force_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true", help="rerun every stage even when complete"
+    )
+    parser.add_argument(
+        "--force-stage", action="append", default=[], metavar="NAME",
+        help="rerun this stage (and the ones after it) even when complete (repeatable)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_force_arguments(parser)
+    forced, _ = parser.parse_known_args(argv)
+    fn = functools.partial(run, force=forced.force, force_stages=tuple(forced.force_stage))
     return main_for(
-        "nightly",
-        run,
-        argv,
-        description=__doc__,
-        add_arguments=ingest.add_arguments,
+        "nightly", fn, argv, description=__doc__, add_arguments=add_arguments,
         overrides=ingest.overrides,
     )
 

@@ -1,14 +1,18 @@
 """Validation and cleaning of raw order lines: every row ends clean or quarantined.
 
-Each raw row gets at most one reason code (the first rule it breaks, in the order of
-:data:`REASONS`); rows with none are clean. Nothing is dropped: callers check that
-rows read = rows clean + rows quarantined.
+Each raw row gets at most one reason code: the adapter's own (``reject_reason``, see
+:data:`ADAPTER_REASONS`) or else the first rule of :data:`REASONS` it breaks; rows with
+none are clean. Nothing is dropped: callers check that rows read = clean + quarantined.
+
+Everything here is narrow (row-wise) except :func:`mark_duplicates`, which needs one
+shuffle by order id; region spellings are resolved on the driver from a small count
+(:func:`region_mapping`), so an ingest costs one pass over the input plus the writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -22,10 +26,11 @@ from stpipe.schema import (
     select_schema,
 )
 
-# Reason codes, in the order rules are applied; documented in the README.
+# Reason codes of the cleaner, in the order rules are applied; documented in the README.
 REASONS: dict[str, str] = {
     "header_row": "a repeated header line inside the data",
-    "malformed_row": "the CSV parser could not split the line into the expected fields",
+    "malformed_row": "the CSV parser could not split the line into the expected fields "
+    "(wrong number of fields, unbalanced quotes, a line break inside an id or number)",
     "invalid_encoding": "bytes that are not valid UTF-8 (decoded to U+FFFD)",
     "field_too_long": "a field longer than ingest.max_text_chars",
     "missing_order_id": "order id null or empty",
@@ -34,7 +39,7 @@ REASONS: dict[str, str] = {
     "missing_quantity": "quantity null or empty",
     "missing_unit_price": "unit price null or empty",
     "missing_ts": "timestamp null or empty",
-    "missing_region": "region null or empty",
+    "missing_region": "region null, empty or a placeholder listed in ingest.unknown_regions",
     "bad_line_no": "line number not a positive integer",
     "bad_timestamp": "timestamp not parseable",
     "ts_before_min_date": "timestamp before ingest.min_date",
@@ -46,22 +51,26 @@ REASONS: dict[str, str] = {
     "non_positive_price": "unit price zero or negative",
     "absurd_price": "unit price above ingest.max_unit_price",
     "bad_coordinates": "lat/lon not numbers, out of range, or only one of them given",
-    "duplicate_row": "exact duplicate of an earlier line (the first one is kept)",
-    "conflicting_duplicate": "same order_id and line_no as another line with different values",
+    "duplicate_row": "an exact duplicate of an earlier line of the same order (the first is kept)",
+    "conflicting_duplicate": "same order_id and line_no as another line with different values "
+    "(every version is quarantined: none can be trusted)",
 }
 # Adapter-specific reason codes (set before cleaning), also documented in the README.
 ADAPTER_REASONS: dict[str, str] = {
-    "cancellation": "a cancelled invoice or order",
+    "cancellation": "a cancelled invoice or order (Online Retail C invoices, Olist status canceled)",
     "return_or_adjustment": "negative quantity without a cancellation marker (return, stock fix)",
-    "bad_debt_adjustment": "an accounting entry, not a sale",
+    "bad_debt_adjustment": "an accounting entry, not a sale (Online Retail A invoices)",
     "non_product_code": "postage, fees, discounts and other codes that are not products",
-    "order_without_items": "an order with no item lines",
-    "order_not_fulfilled": "an order the shop could not fulfil (unavailable)",
+    "order_without_items": "an order with no item lines (Olist)",
+    "order_not_fulfilled": "an order the shop could not fulfil (Olist status unavailable)",
     "unknown_item": "an item id absent from the catalogue",
 }
 
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}:?\d{2})$"
 _FLOAT_ID = r"^(\d+)\.0+$"
+# Ids, numbers and timestamps never hold a line break or a quote; when they do, the CSV
+# parser has swallowed a neighbour line (unbalanced quote) or split a record.
+_BROKEN_FIELD_COLUMNS = ["order_id", "line_no", "user_id", "item_id", "quantity", "unit_price", "ts", "lat", "lon"]
 
 
 def normalise_text(col: Column) -> Column:
@@ -78,48 +87,54 @@ def normalise_id(col: Column) -> Column:
 
 def parse_timestamp(col: Column, naive_timezone: str) -> Column:
     """UTC timestamp from ISO-like text; text without an offset is in ``naive_timezone``."""
-    text = F.regexp_replace(col, "T", " ")
+    text = F.regexp_replace(normalise_text(col), "T", " ")
     has_zone = text.rlike(_ZONE_SUFFIX)
-    zoned = F.try_to_timestamp(F.regexp_replace(text, r"(\d)(Z)$", "$1+00:00"), F.lit("yyyy-MM-dd HH:mm[:ss][.SSS]XXX"))
-    naive = F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm[:ss][.SSS]"))
+    zoned = F.try_to_timestamp(
+        F.regexp_replace(F.regexp_replace(text, r"(\d)Z$", "$1+00:00"), r"([+-]\d{2})(\d{2})$", "$1:$2"),
+        F.lit("yyyy-MM-dd HH:mm[:ss][.SSSSSS][.SSS]XXX"),
+    )
+    zoned = F.coalesce(zoned, F.try_to_timestamp(F.regexp_replace(text, r" ?([+-]\d{2}:\d{2})$", "$1"), F.lit("yyyy-MM-dd HH:mm[:ss][.SSSSSS][.SSS]XXX")))
+    naive = F.coalesce(
+        F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm[:ss][.SSSSSS][.SSS]")),
+        F.try_to_timestamp(text, F.lit("yyyy-MM-dd")),
+    )
     return F.when(has_zone, zoned).otherwise(F.to_utc_timestamp(naive, naive_timezone))
 
 
-def canonical_region(df: DataFrame, aliases: Mapping[str, str]) -> DataFrame:
-    """Map spellings of a region (case, whitespace, configured aliases) to one name.
+def region_mapping(counts: Mapping[str, int], aliases: Mapping[str, str]) -> dict[str, str]:
+    """Map every region spelling seen to one canonical name (pure Python, driver side).
 
-    Spellings that differ only in case fold to the most frequent spelling seen
-    (ties: the alphabetically first), so ``"united kingdom"`` joins ``"United Kingdom"``.
+    A spelling is first looked up in ``aliases`` (keys compared case-folded, so ``EIRE``
+    and ``eire`` both become ``Ireland``); spellings that then differ only in case fold to
+    the most frequent spelling (ties: the alphabetically first), so ``"united kingdom"``
+    joins ``"United Kingdom"``. Only spellings that change appear in the result.
     """
-    alias_map = F.create_map(*[F.lit(x) for kv in sorted(aliases.items()) for x in (kv[0].casefold(), kv[1])]) if aliases else None
-    folded = F.lower(F.col("region"))
-    df = df.withColumn("_region_key", folded)
-    if alias_map is not None:
-        df = df.withColumn(
-            "region", F.coalesce(F.element_at(alias_map, F.col("_region_key")), F.col("region"))
-        ).withColumn("_region_key", F.lower(F.col("region")))
-    counts = (
-        df.where(F.col("region").isNotNull())
-        .groupBy("_region_key", "region")
-        .count()
-        .withColumn(
-            "_rank",
-            F.row_number().over(Window.partitionBy("_region_key").orderBy(F.desc("count"), "region")),
-        )
-        .where("_rank = 1")
-        .select("_region_key", F.col("region").alias("_region_canonical"))
-    )
-    return (
-        df.join(F.broadcast(counts), "_region_key", "left")
-        .withColumn("region", F.coalesce("_region_canonical", "region"))
-        .drop("_region_key", "_region_canonical")
-    )
+    folded_aliases = {k.casefold(): v for k, v in aliases.items()}
+    renamed = {s: folded_aliases.get(s.casefold(), s) for s in counts}
+    totals: dict[str, int] = {}
+    for spelling, n in counts.items():
+        totals[renamed[spelling]] = totals.get(renamed[spelling], 0) + n
+    best: dict[str, tuple[int, str]] = {}
+    for name, n in totals.items():
+        key = name.casefold()
+        if key not in best or (-n, name) < (-best[key][0], best[key][1]):
+            best[key] = (n, name)
+    result = {s: best[r.casefold()][1] for s, r in renamed.items()}
+    return {s: c for s, c in sorted(result.items()) if s != c}
+
+
+def apply_region_mapping(df: DataFrame, mapping: Mapping[str, str]) -> DataFrame:
+    """Replace region spellings by their canonical name (a literal map: no join)."""
+    if not mapping:
+        return df
+    m = F.create_map(*[F.lit(x) for kv in sorted(mapping.items()) for x in kv])
+    return df.withColumn("region", F.coalesce(F.element_at(m, F.col("region")), F.col("region")))
 
 
 def _first_reason(rules: list[tuple[str, Column]]) -> Column:
     expr = F.lit(None).cast("string")
     for code, cond in reversed(rules):
-        expr = F.when(cond, F.lit(code)).otherwise(expr)
+        expr = F.when(F.coalesce(cond, F.lit(False)), F.lit(code)).otherwise(expr)
     return expr
 
 
@@ -133,21 +148,32 @@ def validate_orders(
     max_unit_price: float = 100_000.0,
     max_text_chars: int = 2_000,
     naive_timezone: str = "UTC",
-    region_aliases: Mapping[str, str] | None = None,
+    unknown_regions: Iterable[str] = (),
 ) -> DataFrame:
-    """Parse and check raw rows; add ``reason``/``detail`` (null reason = clean) and typed columns."""
+    """Parse and check raw rows (row-wise only); add ``reason``/``detail`` and typed ``_`` columns.
+
+    ``reason`` is null for rows that pass; duplicates are marked later by :func:`mark_duplicates`.
+    """
     df = raw
     too_long = F.greatest(*[F.coalesce(F.length(c), F.lit(0)) for c in RAW_ORDER_COLUMNS]) > max_text_chars
-    bad_bytes = F.lit(False)
+    bad_bytes = F.coalesce(F.col("raw_record").contains("\ufffd"), F.lit(False))
     for c in RAW_ORDER_COLUMNS:
         bad_bytes = bad_bytes | F.coalesce(F.col(c).contains("\ufffd"), F.lit(False))
-    df = df.withColumn("_too_long", too_long).withColumn("_bad_bytes", bad_bytes)
+    broken = F.lit(False)
+    for c in _BROKEN_FIELD_COLUMNS:
+        broken = broken | F.coalesce(F.col(c).rlike("[\r\n\"]"), F.lit(False))
+    df = df.withColumn("_too_long", too_long).withColumn("_bad_bytes", bad_bytes).withColumn("_broken", broken)
 
+    placeholders = sorted({r.casefold() for r in unknown_regions})
     for c in ["region", "city"]:
         df = df.withColumn(c, normalise_text(F.col(c)))
+    if placeholders:
+        df = df.withColumn(
+            "region", F.when(F.lower("region").isin(placeholders), None).otherwise(F.col("region"))
+        )
     for c in ["order_id", "user_id", "item_id"]:
         df = df.withColumn(c, normalise_id(F.col(c)))
-    for c in ["line_no", "quantity", "unit_price", "ts", "lat", "lon"]:
+    for c in ["line_no", "quantity", "unit_price", "lat", "lon"]:
         df = df.withColumn(c, normalise_text(F.col(c)))
 
     df = (
@@ -155,6 +181,7 @@ def validate_orders(
         .withColumn("_qty", F.col("quantity").try_cast("double"))
         .withColumn("_price", F.col("unit_price").try_cast("double"))
         .withColumn("_ts", parse_timestamp(F.col("ts"), naive_timezone))
+        .withColumn("ts", normalise_text(F.col("ts")))
         .withColumn("_lat", F.col("lat").try_cast("double"))
         .withColumn("_lon", F.col("lon").try_cast("double"))
     )
@@ -166,26 +193,33 @@ def validate_orders(
         & (
             F.col("_lat").isNull()
             | F.col("_lon").isNull()
-            | ~F.col("_lat").between(-90, 90)
-            | ~F.col("_lon").between(-180, 180)
             | F.isnan("_lat")
             | F.isnan("_lon")
+            | ~F.col("_lat").between(-90, 90)
+            | ~F.col("_lon").between(-180, 180)
         )
     )
     rules: list[tuple[str, Column]] = [
         ("header_row", F.lower(F.col("order_id")) == "order_id"),
+        ("malformed_row", F.col("_broken")),
         ("invalid_encoding", F.col("_bad_bytes")),
         ("field_too_long", F.col("_too_long")),
         *[(f"missing_{c}", F.col(c).isNull()) for c in REQUIRED_ORDER_COLUMNS],
         (
             "bad_line_no",
             F.col("line_no").isNotNull()
-            & (F.col("_line_no").isNull() | (F.col("_line_no") < 1) | (F.col("_line_no") != F.floor("_line_no"))),
+            & (
+                F.col("_line_no").isNull()
+                | F.isnan("_line_no")
+                | (F.col("_line_no") < 1)
+                | (F.col("_line_no") > 2_000_000_000)
+                | (F.col("_line_no") != F.floor("_line_no"))
+            ),
         ),
         ("bad_timestamp", F.col("_ts").isNull()),
         ("ts_before_min_date", F.col("_ts") < min_ts),
         ("ts_in_future", F.col("_ts") >= max_ts),
-        ("bad_quantity", F.col("_qty").isNull() | (F.col("_qty") != F.floor("_qty")) | F.isnan("_qty")),
+        ("bad_quantity", F.col("_qty").isNull() | F.isnan("_qty") | (F.col("_qty") != F.floor("_qty"))),
         ("non_positive_quantity", F.col("_qty") <= 0),
         ("absurd_quantity", F.col("_qty") > max_quantity),
         ("bad_unit_price", F.col("_price").isNull() | F.isnan("_price")),
@@ -193,40 +227,52 @@ def validate_orders(
         ("absurd_price", F.col("_price") > max_unit_price),
         ("bad_coordinates", coords_bad),
     ]
-    df = df.withColumn(
-        "reason", F.coalesce(F.col("reject_reason"), _first_reason(rules))
-    ).withColumn(
-        "detail",
-        F.when(F.col("reject_reason").isNotNull(), F.col("reject_detail")),
+    return df.withColumn("reason", F.coalesce(F.col("reject_reason"), _first_reason(rules))).withColumn(
+        "detail", F.when(F.col("reject_reason").isNotNull(), F.col("reject_detail"))
     )
-    df = canonical_region(df, region_aliases or {})
-    return df
 
 
-def split_duplicates(df: DataFrame) -> DataFrame:
-    """Mark exact duplicates (all but the first) and conflicting versions of one line."""
-    key_cols = ["order_id", "_line_key"]
-    value_cols = ["user_id", "item_id", "_qty", "_price", "_ts", "region", "city", "_lat", "_lon"]
+def mark_duplicates(df: DataFrame) -> DataFrame:
+    """Mark exact duplicates (all but the first, in input order) and conflicting versions.
+
+    Within one order: lines with the same line number and the same values, or with the
+    very same original record (``raw_record``; sources whose line number is the position
+    in the file), are duplicates; lines sharing a line number with different values are
+    conflicting. One shuffle: the data is clustered by order id once and every window
+    below refines that clustering.
+    """
     ok = F.col("reason").isNull()
-    df = df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("int"), F.lit(-1)))
-    value_hash = F.xxhash64(*value_cols)
-    by_key = Window.partitionBy(*key_cols)
-    first_of_value = Window.partitionBy(*key_cols, "_vhash").orderBy("source_row")
-    df = df.withColumn("_vhash", F.when(ok, value_hash))
-    df = df.withColumn(
-        "_versions", F.size(F.collect_set(F.when(ok, F.col("_vhash"))).over(by_key))
-    ).withColumn("_copy", F.when(ok, F.row_number().over(first_of_value)))
+    values = F.xxhash64(
+        "user_id", "item_id", "_qty", "_price", "_ts", F.lower("region"), "city", "_lat", "_lon"
+    )
+    df = (
+        df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(-1)))
+        .withColumn("_vhash", F.when(ok, values))
+        .withColumn("_ok_order", F.when(ok, F.col("order_id")))
+        .repartition("_ok_order")
+    )
+    order = [F.col("source_file").asc_nulls_first(), F.col("source_row").asc_nulls_first()]
+    by_line = Window.partitionBy("_ok_order", "_line_key").orderBy("_vhash").rowsBetween(
+        Window.unboundedPreceding, Window.unboundedFollowing
+    )
+    same_values = Window.partitionBy("_ok_order", "_line_key", "_vhash").orderBy(*order)
+    same_record = Window.partitionBy("_ok_order", "raw_record").orderBy(*order)
+    df = (
+        df.withColumn("_conflict", F.min("_vhash").over(by_line) != F.max("_vhash").over(by_line))
+        .withColumn("_copy", F.row_number().over(same_values))
+        .withColumn("_raw_copy", F.row_number().over(same_record))
+    )
     return df.withColumn(
         "reason",
-        F.when(ok & (F.col("_versions") > 1), F.lit("conflicting_duplicate"))
-        .when(ok & (F.col("_copy") > 1), F.lit("duplicate_row"))
+        F.when(ok & (F.col("_copy") > 1), F.lit("duplicate_row"))
+        .when(ok & (F.col("_raw_copy") > 1), F.lit("duplicate_row"))
+        .when(ok & F.col("_conflict"), F.lit("conflicting_duplicate"))
         .otherwise(F.col("reason")),
     )
 
 
 def clean_and_quarantine(checked: DataFrame, *, source: str) -> tuple[DataFrame, DataFrame]:
-    """Split validated rows into ``orders_clean`` and ``orders_quarantine`` frames."""
-    checked = split_duplicates(checked)
+    """Split checked rows (after :func:`mark_duplicates`) into ``orders_clean`` and ``orders_quarantine``."""
     clean = (
         checked.where(F.col("reason").isNull())
         .withColumn("line_no", F.coalesce(F.col("_line_no").cast("int"), F.lit(1)))
@@ -252,20 +298,23 @@ def _reason_texts() -> Column:
 
 
 def clean_items(items: DataFrame, *, source: str, max_text_chars: int = 2_000) -> DataFrame:
-    """One row per item id: normalised text, the most frequent title/category per id."""
+    """One row per item id: normalised text, the most frequent (title, category, description)."""
     df = items.select(
         normalise_id(F.col("item_id")).alias("item_id"),
         F.substring(normalise_text(F.col("title")), 1, max_text_chars).alias("title"),
         F.coalesce(normalise_text(F.col("category")), F.lit("unknown")).alias("category"),
         F.substring(normalise_text(F.col("description")), 1, max_text_chars).alias("description"),
     ).where(F.col("item_id").isNotNull())
-    w = Window.partitionBy("item_id").orderBy(F.desc("n"), F.col("title").asc_nulls_last(), "category", F.col("description").asc_nulls_last())
+    w = Window.partitionBy("item_id").orderBy(
+        F.col("title").isNull(),
+        F.desc("n"), F.col("title").asc_nulls_last(), "category", F.col("description").asc_nulls_last()
+    )
     ranked = (
         df.groupBy("item_id", "title", "category", "description")
         .agg(F.count(F.lit(1)).alias("n"))
         .withColumn("_rank", F.row_number().over(w))
         .where("_rank = 1")
-        .withColumn("title", F.coalesce("title", "category", "item_id"))
+        .withColumn("title", F.coalesce("title", "item_id"))
         .withColumn("source", F.lit(source))
     )
     return select_schema(ranked, ITEMS)
@@ -273,9 +322,7 @@ def clean_items(items: DataFrame, *, source: str, max_text_chars: int = 2_000) -
 
 def add_missing_items(items: DataFrame, clean_orders: DataFrame, *, source: str) -> DataFrame:
     """Items referenced by orders but absent from the catalogue get a placeholder row."""
-    missing = (
-        clean_orders.select("item_id").distinct().join(items.select("item_id"), "item_id", "left_anti")
-    )
+    missing = clean_orders.select("item_id").distinct().join(items.select("item_id"), "item_id", "left_anti")
     placeholder = missing.select(
         "item_id",
         F.col("item_id").alias("title"),
@@ -284,3 +331,13 @@ def add_missing_items(items: DataFrame, clean_orders: DataFrame, *, source: str)
         F.lit(source).alias("source"),
     )
     return select_schema(items.unionByName(placeholder), ITEMS)
+
+
+def reason_counts(rows: Iterable[tuple[str | None, int]]) -> dict[str, int]:
+    """``{reason: n}`` (sorted) from (reason, n) pairs; the clean rows (None) are left out."""
+    out: dict[str, int] = {}
+    for reason, n in rows:
+        if reason is not None:
+            out[reason] = out.get(reason, 0) + n
+    return dict(sorted(out.items()))
+

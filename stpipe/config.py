@@ -44,6 +44,11 @@ class StorageSettings:
     vacuum_retention_hours: int = 168
     # Rows per output file before Spark splits it (keeps files from being tiny or huge).
     max_records_per_file: int = 1_000_000
+    # VACUUM after OPTIMIZE as the nightly's last step; files older than the retention
+    # that no current version needs are deleted (time travel reaches back this far only).
+    vacuum: bool = True
+    # OPTIMIZE compacts files smaller than this into files of about this size.
+    optimize_max_file_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,11 @@ class IngestSettings:
     max_text_chars: int = 2_000
     # region spellings mapped to one canonical name (after trimming and case folding)
     region_aliases: dict[str, str] = field(default_factory=dict)
+    # region values that mean "unknown" (quarantined as missing_region), compared case-folded
+    unknown_regions: list[str] = field(default_factory=list)
+    # canonical adapter: time zone of timestamps written without an offset; CSV delimiter
+    canonical_timezone: str = "UTC"
+    csv_delimiter: str = ","
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,13 @@ class GrangerSettings:
     alpha: float = 0.05
     # none, diff, or auto (difference when the series looks non-stationary)
     transform: str = "none"
+    # A series with fewer non-zero days is not tested (status too_sparse).
     min_nonzero_days: int = 10
+    # Which candidate pairs to test: category_within_region, region_within_category,
+    # category_global (see stpipe/granger.py).
+    pair_kinds: list[str] = field(
+        default_factory=lambda: ["category_within_region", "region_within_category", "category_global"]
+    )
 
 
 @dataclass(frozen=True)
@@ -140,10 +156,37 @@ class RecommendSettings:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
+    # Temporal split: history = before the cutoff, truth = [cutoff, cutoff + horizon_days).
     cutoff: str | None = None
     horizon_days: int = 28
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    # The K the ALS grid is tuned on and the report leads with.
+    k: int = 10
     report_dir: str = "reports"
+    # Ingest the source first (false: read the orders_clean already in the warehouse).
+    ingest: bool = True
+    models: list[str] = field(
+        default_factory=lambda: [
+            "pop_global", "pop_region", "own_history", "cooc", "als",
+            "full", "full_no_bert", "full_no_causal", "full_no_timespace",
+        ]
+    )
+    # Baselines: popularity window, and the time decay exp(-age_days / decay_days).
+    pop_window_days: int = 90
+    decay_days: float = 30.0
+    als_ranks: list[int] = field(default_factory=lambda: [16, 32])
+    als_reg_params: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    als_alphas: list[float] = field(default_factory=lambda: [10.0, 40.0])
+    als_max_iter: int = 10
+    seed: int = 7
+    # Sources also evaluated at the category level (all window buyers, cold ones included).
+    category_sources: list[str] = field(default_factory=lambda: ["olist"])
+    # Items per user ranked before mapping them to categories.
+    category_candidates: int = 200
+    # Scratch warehouse for the pipeline stages run as of the cutoff (None: <warehouse>/_evaluate).
+    scratch_warehouse: str | None = None
+    # Print one JSON object per model and variant on stdout.
+    json: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Execute the exploration notebooks with parameters (used by ``make notebooks-run`` and tests).
 
-A notebook's cell tagged ``parameters`` holds its defaults; :func:`execute` replaces
-that cell's source with the given values (as papermill does), runs every cell top to
+A notebook's cell tagged ``parameters`` holds its defaults; :func:`execute` inserts a
+cell with the given values right after it (as papermill does), runs every cell top to
 bottom in a fresh kernel, and returns the executed notebook and the PNGs it drew.
 """
 
@@ -13,10 +13,14 @@ from typing import Any
 
 
 def with_parameters(nb: Any, params: dict[str, Any]) -> Any:
-    """Return ``nb`` with its ``parameters`` cell replaced by ``params``."""
-    for cell in nb.cells:
+    """Return ``nb`` with a cell setting ``params`` after its ``parameters`` cell."""
+    from nbformat.v4 import new_code_cell
+
+    for i, cell in enumerate(nb.cells):
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            cell.source = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+            injected = new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()))
+            injected.metadata["tags"] = ["injected-parameters"]
+            nb.cells.insert(i + 1, injected)
             return nb
     raise ValueError("notebook has no cell tagged 'parameters'")
 

@@ -1,8 +1,13 @@
-"""The ``run_log`` table: one row per stage run (start, end, rows in and out, status)."""
+"""The ``run_log`` table: one row per stage run (start, end, rows in and out, status).
+
+``status`` is ``ok``, ``failed`` or ``skipped`` (the nightly found the stage complete);
+``message`` is the one-line error of a failed run, or the stage's details as JSON.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
@@ -50,6 +55,10 @@ def record(
     message: str | None = None,
 ) -> None:
     result = result or StageResult()
+    if message is None and result.details:
+        # A successful row keeps the stage's details (for the nightly: the fingerprint of
+        # the inputs it read and the outputs it committed) as JSON.
+        message = json.dumps(result.details, sort_keys=True, default=str)
     row = (
         run_date,
         stage,
@@ -75,3 +84,41 @@ def completed(spark: SparkSession, warehouse: str, run_date: dt.date, stage: str
         .count()
         > 0
     )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The latest run of a stage for a date that did work (skips do not count)."""
+
+    status: str
+    finished: dt.datetime
+    tables: list[str]
+    details: dict[str, object]
+
+
+def latest_attempt(
+    spark: SparkSession, warehouse: str, run_date: dt.date, stage: str
+) -> Attempt | None:
+    """The latest ``ok`` or ``failed`` row of ``stage`` for ``run_date``, or None."""
+    if not tables.exists(spark, warehouse, RUN_LOG):
+        return None
+    log = tables.read(spark, warehouse, RUN_LOG)
+    rows = (
+        log.where(
+            (log.run_date == run_date) & (log.stage == stage) & log.status.isin("ok", "failed")
+        )
+        .orderBy(log.finished.desc(), log.status.asc())  # a tie counts as failed
+        .limit(1)
+        .collect()
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    details: dict[str, object] = {}
+    if row["status"] == "ok" and row["message"]:
+        try:
+            parsed = json.loads(row["message"])
+            details = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            details = {}
+    return Attempt(row["status"], row["finished"], list(row["tables"] or []), details)

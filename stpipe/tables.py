@@ -107,14 +107,55 @@ def append(df: DataFrame, warehouse: str, name: str) -> None:
 
 
 def housekeeping(
-    spark: SparkSession, warehouse: str, names: list[str], *, retention_hours: int
+    spark: SparkSession,
+    warehouse: str,
+    names: list[str],
+    *,
+    retention_hours: int,
+    optimize: bool = True,
+    vacuum: bool = True,
+    max_file_mb: int | None = None,
 ) -> None:
     """OPTIMIZE (compact small files) and VACUUM old files of the given tables."""
+    if max_file_mb:
+        size = str(max_file_mb * 1024 * 1024)
+        spark.conf.set("spark.databricks.delta.optimize.maxFileSize", size)
+        spark.conf.set("spark.databricks.delta.optimize.minFileSize", size)
     for name in names:
         if not exists(spark, warehouse, name):
             continue
         table = DeltaTable.forPath(spark, table_path(warehouse, name))
-        table.optimize().executeCompaction()
-        if retention_hours < 168:
-            spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        table.vacuum(retention_hours)
+        if optimize:
+            table.optimize().executeCompaction()
+        if vacuum:
+            if retention_hours < 168:
+                spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+            table.vacuum(retention_hours)
+
+
+# Commits that rewrite or delete files without changing a table's rows.
+HOUSEKEEPING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+
+
+def data_version(spark: SparkSession, warehouse: str, name: str) -> int | None:
+    """The latest version that changed the table's rows (OPTIMIZE and VACUUM do not count).
+
+    A stage that read version v of an input is still up to date after housekeeping
+    compacted that input; it is not after any other commit.
+    """
+    if not exists(spark, warehouse, name):
+        return None
+    history = DeltaTable.forPath(spark, table_path(warehouse, name)).history()
+    rows = history.select("version", "operation").orderBy(history.version.desc()).collect()
+    for row in rows:
+        if row["operation"] not in HOUSEKEEPING_OPERATIONS:
+            return int(row["version"])
+    return int(rows[-1]["version"]) if rows else None
+
+
+def list_tables(warehouse: str) -> list[str]:
+    """Names of the Delta tables in the warehouse folder, sorted."""
+    root = Path(warehouse).expanduser().resolve()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())

@@ -268,3 +268,8 @@ def make_embed_udf(
         )
 
     return embed
+
+
+def model_label(model_dir: str | None) -> str:
+    """The name recorded with every vector: the default model's name, else the folder name."""
+    return "all-MiniLM-L6-v2" if model_dir is None else Path(model_dir).expanduser().resolve().name

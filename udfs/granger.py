@@ -18,7 +18,6 @@ that ``apply_granger`` runs in a grouped pandas UDF (one group per effect series
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -329,7 +328,9 @@ def apply_granger(
     pairs: Any, *, max_lag: int, transform: str = "none", min_nonzero_days: int = 0
 ) -> Any:
     """Spark wrapper: ``pairs`` (a DataFrame with INPUT_COLUMNS) grouped by effect series."""
-    fn = functools.partial(
-        granger_group, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days
-    )
+    def fn(pairs: pd.DataFrame) -> pd.DataFrame:
+        return granger_group(
+            pairs, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days
+        )
+
     return pairs.select(*INPUT_COLUMNS).groupBy("effect_series").applyInPandas(fn, OUTPUT_DDL)

@@ -1,13 +1,18 @@
-"""What a source adapter hands to the cleaner."""
+"""What a source adapter hands to the cleaner, and the CSV reading every adapter shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from stpipe.errors import InputError
 from stpipe.schema import RAW_META_COLUMNS, RAW_ORDER_COLUMNS
+
+CORRUPT = "_corrupt_record"
 
 
 @dataclass
@@ -17,6 +22,7 @@ class RawInput:
     ``orders`` has :data:`RAW_ORDER_COLUMNS` as strings plus :data:`RAW_META_COLUMNS`.
     ``items`` has item_id, title, category, description as strings.
     ``naive_timezone`` is the zone of timestamps written without an offset.
+    ``reviews`` (optional) has the columns of :data:`stpipe.schema.REVIEWS` but ``source``.
     """
 
     source: str
@@ -41,3 +47,111 @@ def finish_raw_orders(df: DataFrame) -> DataFrame:
         F.col("reject_reason").cast("string"),
         F.col("reject_detail").cast("string"),
     ).select(*RAW_ORDER_COLUMNS, *RAW_META_COLUMNS)
+
+
+def existing_path(path: str | Path, what: str = "input") -> Path:
+    """``path`` as a Path, or InputError naming it when it does not exist."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    return p
+
+
+def _data_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+
+
+def clean_header(name: str) -> str:
+    """A header cell without BOM, surrounding quotes or spaces."""
+    return name.replace("\ufeff", "").strip().strip('"').strip()
+
+
+def csv_header(spark: SparkSession, path: Path, *, delimiter: str = ",") -> list[str]:
+    """The column names of a CSV file or folder (read from its first line), cleaned.
+
+    Raises InputError naming the file when it is empty or has duplicate column names.
+    """
+    files = _data_files(path)
+    if not files or all(f.stat().st_size == 0 for f in files):
+        raise InputError(f"{path}: empty file, no header line")
+    df = spark.read.option("header", "true").option("sep", delimiter).csv(str(path))
+    names = [clean_header(c) for c in df.columns]
+    seen: set[str] = set()
+    for n in names:
+        if n.lower() in seen:
+            raise InputError(f"{path}: column {n!r} appears twice in the header")
+        seen.add(n.lower())
+    return names
+
+
+def read_csv_strings(
+    spark: SparkSession,
+    path: str | Path,
+    required: list[str],
+    *,
+    delimiter: str = ",",
+    multi_line: bool = True,
+    what: str = "input",
+) -> tuple[DataFrame, list[str]]:
+    """Read a CSV file or folder with every column as a string, nothing dropped.
+
+    Returns the frame and its column names. Extra columns ``source_file``,
+    ``source_row`` (position in file order; the row index for a file read in one
+    split) and ``malformed`` (the parser could not split the line into the header's
+    fields, or the line repeats the header) are added. Raises InputError naming the
+    file and column when a required column is missing, and naming the file when it
+    is empty or has a header but no rows.
+    """
+    p = existing_path(path, what)
+    names = csv_header(spark, p, delimiter=delimiter)
+    lowered = {n.lower(): n for n in names}
+    missing = [c for c in required if c.lower() not in lowered]
+    if missing:
+        hint = ""
+        if len(names) == 1 and any(sep in names[0] for sep in ";\t|,"):
+            hint = f"; is the delimiter {delimiter!r} right?"
+        raise InputError(
+            f"{p}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(found: {', '.join(names)[:200]}){hint}"
+        )
+    schema = T.StructType(
+        [T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())]
+    )
+    df = (
+        spark.read.schema(schema)
+        .option("header", "true")
+        .option("sep", delimiter)
+        .option("multiLine", str(multi_line).lower())
+        .option("escape", '"')
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .option("enforceSchema", "true")
+        .option("maxCharsPerColumn", "-1")
+        .csv(str(p))
+    )
+    # Rename to the canonical spelling of required columns (header matched case-insensitively).
+    rename = {lowered[c.lower()]: c for c in required}
+    df = df.select(*[F.col(f"`{n}`").alias(rename.get(n, n)) for n in names], CORRUPT)
+    names = [rename.get(n, n) for n in names]
+    is_header = F.lit(True)
+    for n in names:
+        is_header = is_header & (F.lower(F.trim(F.col(f"`{n}`"))) == n.lower())
+    df = (
+        df.withColumn("source_file", F.input_file_name())
+        .withColumn("source_row", F.monotonically_increasing_id())
+        .withColumn("malformed", F.col(CORRUPT).isNotNull() | F.coalesce(is_header, F.lit(False)))
+        .drop(CORRUPT)
+    )
+    if df.limit(1).count() == 0:
+        raise InputError(f"{p}: header only, no data rows")
+    return df, names
+
+
+def reject_first(rules: list[tuple[str, Column]]) -> Column:
+    """The code of the first rule whose condition holds (null when none does)."""
+    expr = F.lit(None).cast("string")
+    for code, cond in reversed(rules):
+        expr = F.when(F.coalesce(cond, F.lit(False)), F.lit(code)).otherwise(expr)
+    return expr

@@ -105,8 +105,8 @@ def item_time_schema(windows_days: Sequence[int]) -> T.StructType:
     fields += [
         T.StructField("trend", T.DoubleType(), False),
         T.StructField("last_order_days", T.DoubleType(), False),
-        T.StructField("hour_profile", T.ArrayType(T.DoubleType(), False), False),
-        T.StructField("weekday_profile", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("hour_profile", T.ArrayType(T.DoubleType(), True), False),
+        T.StructField("weekday_profile", T.ArrayType(T.DoubleType(), True), False),
     ]
     return T.StructType(fields)
 
@@ -126,7 +126,10 @@ def _orders_of(lines: DataFrame, keys: list[str]) -> DataFrame:
 
 def _mode(values: Column, n: int) -> Column:
     """Most frequent value in 0..n-1 of an array column; ties go to the lowest value."""
-    counts = [F.size(F.filter(values, lambda v, k=k: v == k)) for k in range(n)]
+    def equals(k: int):  # one-argument lambda: F.filter reads two arguments as (value, index)
+        return lambda v: v == k
+
+    counts = [F.size(F.filter(values, equals(k))) for k in range(n)]
     best = F.greatest(*counts) if n > 1 else counts[0]
     return F.array_position(F.array(*counts), best).cast("int") - 1
 
