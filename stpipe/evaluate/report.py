@@ -1,0 +1,144 @@
+"""The human-readable evaluation report: Markdown tables and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+PLOT_METRICS = ("hr", "precision", "recall", "ndcg", "map", "coverage")
+
+
+def _fmt(value: float, stderr: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if stderr is None or (isinstance(stderr, float) and math.isnan(stderr)):
+        return f"{value:.4f}"
+    return f"{value:.4f} ± {stderr:.4f}"
+
+
+def table_markdown(metrics: pd.DataFrame, *, k: int, model_order: Sequence[str]) -> str:
+    """One row per model: users and every metric at ``k`` as value ± standard error."""
+    at_k = metrics[metrics.k == k]
+    names = [m for m in PLOT_METRICS if m in set(at_k.metric)]
+    header = "| model | users | " + " | ".join(f"{m}@{k}" for m in names) + " |"
+    lines = [header, "|" + "---|" * (len(names) + 2)]
+    for model in model_order:
+        rows = at_k[at_k.model == model]
+        if rows.empty:
+            continue
+        by_metric = {r.metric: r for r in rows.itertuples()}
+        cells = [_fmt(by_metric[m].value, by_metric[m].stderr) if m in by_metric else "n/a" for m in names]
+        lines.append(f"| {model} | {int(rows.users.iloc[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_against_k(metrics: pd.DataFrame, path: Path, *, title: str, model_order: Sequence[str]) -> None:
+    """One panel per metric, one line per model, metric against K with standard-error bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m for m in PLOT_METRICS if m in set(metrics.metric)]
+    cols = 3
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.ravel(), names, strict=False):
+        for model in model_order:
+            part = metrics[(metrics.model == model) & (metrics.metric == metric)].sort_values("k")
+            if part.empty:
+                continue
+            ax.plot(part.k, part.value, marker="o", label=model)
+            err = part.stderr.fillna(0.0)
+            ax.fill_between(part.k, part.value - err, part.value + err, alpha=0.15)
+        ax.set_title(metric)
+        ax.set_xlabel("K")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_models(
+    metrics: pd.DataFrame, path: Path, *, k: int, title: str, model_order: Sequence[str]
+) -> None:
+    """Grouped bars: every per-user metric at ``k`` per model, with standard-error whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    at_k = metrics[(metrics.k == k) & (metrics.metric != "coverage")]
+    names = [m for m in PLOT_METRICS if m in set(at_k.metric)]
+    models = [m for m in model_order if m in set(at_k.model)]
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) + 0.3 * len(models)), 4))
+    x = np.arange(len(names))
+    for i, model in enumerate(models):
+        part = at_k[at_k.model == model].set_index("metric").reindex(names)
+        ax.bar(x + i * width, part.value, width, yerr=part.stderr.fillna(0.0), label=model, capsize=2)
+    ax.set_xticks(x + width * (len(models) - 1) / 2, [f"{m}@{k}" for m in names])
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    metrics: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    source: str,
+    cutoff: str,
+    horizon_days: int,
+    k: int,
+    model_order: Sequence[str],
+    facts: dict[str, object],
+    unavailable: dict[str, str],
+) -> Path:
+    """Write ``report.md`` and its PNGs under ``out_dir``; return the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Offline evaluation: {source}, cutoff {cutoff}, horizon {horizon_days} days",
+        "",
+        "History = distinct (user, item, day) interactions strictly before the cutoff; truth = the "
+        "distinct items a user buys in [cutoff, cutoff + horizon). `all`: history items may be "
+        "recommended and count as hits; `novel`: history items removed from lists and truth. "
+        "Values are means over users ± one standard error; coverage is the share of the history "
+        "catalogue shown in top-K lists. Lists shorter than K are filled from `pop_global`.",
+        "",
+        "## Split",
+        "",
+    ]
+    lines += [f"- {key}: {value}" for key, value in facts.items()]
+    if unavailable:
+        lines += ["", "## Models not evaluated", ""]
+        lines += [f"- `{model}`: unavailable ({why})" for model, why in unavailable.items()]
+    for (level, variant), part in metrics.groupby(["level", "variant"], sort=True):
+        slug = f"{level}-{variant}"
+        lines += ["", f"## Level `{level}`, variant `{variant}` (K = {k})", ""]
+        lines.append(table_markdown(part, k=k, model_order=model_order))
+        plot_models(part, out / f"{slug}-models.png", k=k, title=f"{source} {level} {variant} @ {k}",
+                    model_order=model_order)
+        plot_against_k(part, out / f"{slug}-vs-k.png", title=f"{source} {level} {variant}: metric vs K",
+                       model_order=model_order)
+        lines += ["", f"![{slug} models]({slug}-models.png)", "", f"![{slug} vs K]({slug}-vs-k.png)"]
+        for other_k in sorted(set(part.k) - {k}):
+            lines += ["", f"<details><summary>K = {other_k}</summary>", ""]
+            lines.append(table_markdown(part, k=other_k, model_order=model_order))
+            lines += ["", "</details>"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
