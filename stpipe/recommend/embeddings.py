@@ -1,0 +1,99 @@
+"""Transforms of the ``embed`` stage: ``item_embeddings`` and ``user_embeddings``.
+
+User embedding: the exponentially decayed weighted mean of the embeddings of the items the
+user bought, re-normalised. Each order line before the run date weighs 2^(-age/half-life),
+so a purchase one half-life ago counts half as much as one today, a user's taste drifts with
+them, and items bought often count more. A mean of unit vectors keeps the result in the same
+space as items (cosine with an item = weighted mean of cosines, up to the norm), which a
+learned pooling or an RNN over the sequence would not without training data and labels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from stpipe.recommend import signals
+from stpipe.schema import require_columns, select_schema
+from udfs.score import weighted_mean_embedding
+
+ITEM_EMBEDDINGS = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("text", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
+        T.StructField("model", T.StringType(), False),
+    ]
+)
+
+USER_EMBEDDINGS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
+        T.StructField("n_items", T.IntegerType(), False),
+        T.StructField("model", T.StringType(), False),
+    ]
+)
+
+
+def item_embeddings(
+    items: DataFrame,
+    *,
+    template: str,
+    embed: Callable[[Column], Column],
+    model: str,
+    previous: DataFrame | None = None,
+) -> DataFrame:
+    """Embed each item's text; vectors of ``previous`` are reused when text and model match.
+
+    Each distinct text is embedded once (Olist titles, for example, are category names).
+    """
+    texts = signals.item_texts(items, template=template)
+    reused = None
+    if previous is not None:
+        require_columns(previous, ["item_id", "text", "embedding", "model"], where="item_embeddings")
+        reused = texts.join(
+            previous.where(F.col("model") == model).select("item_id", "text", "embedding"),
+            ["item_id", "text"],
+        )
+        texts = texts.join(reused.select("item_id"), "item_id", "left_anti")
+    distinct = texts.select("text").distinct()
+    vectors = distinct.select("text", embed(F.col("text")).alias("embedding"))
+    fresh = texts.join(vectors, "text")
+    out = fresh if reused is None else fresh.unionByName(reused)
+    return select_schema(out.withColumn("model", F.lit(model)), ITEM_EMBEDDINGS)
+
+
+def user_embeddings(
+    orders: DataFrame,
+    item_vectors: DataFrame,
+    *,
+    run_date: dt.date,
+    half_life_days: float,
+    timezone: str,
+    model: str,
+) -> DataFrame:
+    """One row per user with history before ``run_date`` and at least one embedded item."""
+    lines = signals.history_before(orders, as_of=run_date, timezone=timezone)
+    pairs = signals.user_item_weights(lines, half_life_days=half_life_days)
+    joined = pairs.join(item_vectors.select("item_id", "embedding"), "item_id")
+
+    def pool(pdf: pd.DataFrame) -> pd.DataFrame:
+        pdf = pdf.sort_values("item_id", kind="stable")  # fixed summation order
+        vector = weighted_mean_embedding(pdf["weight"].to_numpy(), np.stack(pdf["embedding"].to_numpy()))
+        return pd.DataFrame(
+            {"user_id": [pdf["user_id"].iloc[0]], "embedding": [vector], "n_items": [len(pdf)]}
+        )
+
+    pooled = joined.select("user_id", "item_id", "weight", "embedding").groupBy("user_id").applyInPandas(
+        pool, "user_id string, embedding array<float>, n_items int"
+    )
+    out = pooled.withColumn("run_date", F.lit(run_date)).withColumn("model", F.lit(model))
+    return select_schema(out, USER_EMBEDDINGS)

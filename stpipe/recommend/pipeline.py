@@ -1,0 +1,278 @@
+"""The recommender as a function: history in, a ``recommendations`` frame out.
+
+:func:`recommend` is what the nightly ``recommend`` stage and the offline evaluation call
+(the latter with orders strictly before its cutoff and some components switched off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import zlib
+from collections.abc import Iterable
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from stpipe.errors import InputError
+from stpipe.recommend import signals
+from stpipe.recommend.catalog import build_catalog
+from stpipe.recommend.fusion import FusionFit, fit_fusion
+from stpipe.schema import require_columns, select_schema
+from udfs.score import ALL_COMPONENTS, FEATURES, Catalog, ScoreParams, score_batches
+
+log = logging.getLogger("stpipe.recommend")
+
+RECOMMENDATIONS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("region", T.StringType(), True),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("bert_score", T.DoubleType(), False),
+        T.StructField("time_score", T.DoubleType(), False),
+        T.StructField("space_score", T.DoubleType(), False),
+        T.StructField("causal_score", T.DoubleType(), False),
+        T.StructField("history_score", T.DoubleType(), False),
+        T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("is_cold_start", T.BooleanType(), False),
+    ]
+)
+
+FUSION_WEIGHTS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("feature", T.StringType(), False),
+        T.StructField("weight", T.DoubleType(), False),
+        T.StructField("components", T.StringType(), False),
+        T.StructField("train_as_of", T.DateType(), False),
+        T.StructField("train_rows", T.LongType(), False),
+        T.StructField("train_positives", T.LongType(), False),
+        T.StructField("log_loss", T.DoubleType(), True),
+        T.StructField("status", T.StringType(), False),
+    ]
+)
+
+SCORED = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("region", T.StringType(), True),
+        T.StructField("is_cold_start", T.BooleanType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        *[T.StructField(f"{f}_score", T.DoubleType(), False) for f in FEATURES],
+        T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("n_candidates", T.IntegerType(), False),
+    ]
+)
+
+ALIASES = {"timespace": {"time", "space"}}
+
+
+def normalise_components(components: Iterable[str]) -> frozenset[str]:
+    """Component names, with ``timespace`` meaning time and space; unknown names rejected."""
+    out: set[str] = set()
+    for name in components:
+        if name in ALIASES:
+            out |= ALIASES[name]
+        elif name in ALL_COMPONENTS:
+            out.add(name)
+        else:
+            raise InputError(
+                f"unknown recommender component {name!r} (known: {', '.join(sorted(ALL_COMPONENTS))}, timespace)"
+            )
+    return frozenset(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendOptions:
+    """The recommender's settings as plain values (see ``RecommendSettings`` for each)."""
+
+    k: int = 10
+    allow_repeat: bool = True
+    recency_half_life_days: float = 30.0
+    popularity_half_life_days: float = 14.0
+    history_items: int = 50
+    recent_items: int = 5
+    candidates_popular: int = 50
+    candidates_neighbours: int = 50
+    candidates_causal: int = 30
+    trend_ratio: float = 1.5
+    validation_days: int = 28
+    fusion_l2: float = 1.0
+    fusion_max_users: int = 3000
+    score_batch_users: int = 128
+    seed: int = 7
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_settings(cls, recommend_settings, timezone: str = "UTC") -> RecommendOptions:
+        values = {f.name: getattr(recommend_settings, f.name) for f in dataclasses.fields(cls) if hasattr(recommend_settings, f.name)}
+        return cls(**values, timezone=timezone)
+
+
+def load_catalog(
+    orders: DataFrame,
+    items: DataFrame,
+    item_embeddings: DataFrame,
+    granger_stats: DataFrame | None,
+    *,
+    as_of: dt.date,
+    causal_date: dt.date,
+    opts: RecommendOptions,
+) -> Catalog:
+    """Signals as of ``as_of`` collected into a driver-side :class:`Catalog`."""
+    require_columns(item_embeddings, ["item_id", "embedding"], where="item_embeddings")
+    require_columns(items, ["item_id", "category"], where="items")
+    lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
+    emb = item_embeddings.select("item_id", "embedding").toPandas()
+    if emb.empty:
+        raise InputError("item_embeddings is empty; run the embed stage first")
+    cats = items.select("item_id", "category").toPandas()
+    item_pop = signals.item_popularity(lines, half_life_days=opts.popularity_half_life_days).toPandas()
+    region_pop = signals.region_popularity(lines, half_life_days=opts.popularity_half_life_days).toPandas()
+    causal = signals.causal_strengths(granger_stats, run_date=causal_date)
+    causal_pdf = causal.toPandas() if causal is not None else None
+    return build_catalog(
+        emb, cats, item_pop, region_pop, causal_pdf,
+        trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
+    )
+
+
+def _score(
+    users: DataFrame, catalog: Catalog, params: ScoreParams, *, partitions: int
+) -> DataFrame:
+    """Score users in a ``mapInPandas`` UDF with the catalog broadcast once per executor."""
+    spark = users.sparkSession
+    shared = spark.sparkContext.broadcast(catalog)
+
+    def run(batches):
+        yield from score_batches(batches, shared.value, params)
+
+    # Fixed partitioning and order: the same users always meet in the same sub-batches.
+    users = users.repartition(partitions, "user_id").sortWithinPartitions("user_id")
+    return users.mapInPandas(run, SCORED)
+
+
+def _params(opts: RecommendOptions, weights: dict[str, float], components: frozenset[str], k: int | None) -> ScoreParams:
+    return ScoreParams(
+        weights=weights, k=k, components=components, allow_repeat=opts.allow_repeat,
+        recent_items=opts.recent_items, history_items=opts.history_items,
+        candidates_popular=opts.candidates_popular, candidates_neighbours=opts.candidates_neighbours,
+        candidates_causal=opts.candidates_causal, batch_users=opts.score_batch_users,
+    )
+
+
+def _sample_rank(user_id: str, seed: int) -> int:
+    return zlib.crc32(f"{seed}:{user_id}".encode())
+
+
+def train_fusion(
+    spark: SparkSession,
+    *,
+    orders: DataFrame,
+    items: DataFrame,
+    item_embeddings: DataFrame,
+    granger_stats: DataFrame | None,
+    run_date: dt.date,
+    components: Iterable[str] = ALL_COMPONENTS,
+    opts: RecommendOptions = RecommendOptions(),
+) -> tuple[FusionFit, dt.date]:
+    """Fit the fusion weights: candidates as of run_date - validation_days, labels after it."""
+    components = normalise_components(components)
+    as_of = run_date - dt.timedelta(days=opts.validation_days)
+    catalog = load_catalog(
+        orders, items, item_embeddings, granger_stats, as_of=as_of, causal_date=run_date, opts=opts
+    )
+    lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
+    later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
+        F.col("ts") >= signals.cutoff_ts(as_of, opts.timezone)
+    )
+    labels = later.select("user_id", "item_id").distinct().withColumn("label", F.lit(1.0))
+    buyers = later.select("user_id").distinct()
+    users = signals.user_histories(lines, half_life_days=opts.recency_half_life_days).join(
+        buyers, "user_id", "left_semi"
+    )
+    chosen = sorted(r["user_id"] for r in users.select("user_id").collect())
+    chosen = sorted(chosen, key=lambda u: (_sample_rank(u, opts.seed), u))[: opts.fusion_max_users]
+    features = tuple(f for f in FEATURES if f in components)
+    if not chosen:
+        return fit_fusion(pd.DataFrame(columns=features).to_numpy(float), pd.Series(dtype=float).to_numpy(), features=features, l2=opts.fusion_l2), as_of
+    users = users.where(F.col("user_id").isin(chosen))
+    params = _params(opts, {"intercept": 0.0}, components, None)
+    cands = _score(users, catalog, params, partitions=spark.sparkContext.defaultParallelism)
+    rows = (
+        cands.select("user_id", "item_id", *[f"{f}_score" for f in features])
+        .join(labels, ["user_id", "item_id"], "left")
+        .fillna({"label": 0.0})
+        .orderBy("user_id", "item_id")
+        .toPandas()
+    )
+    x = rows[[f"{f}_score" for f in features]].to_numpy(dtype=float)
+    y = rows["label"].to_numpy(dtype=float)
+    fit = fit_fusion(x, y, features=features, l2=opts.fusion_l2)
+    log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
+    return fit, as_of
+
+
+def fusion_weights_frame(
+    spark: SparkSession, fit: FusionFit, *, run_date: dt.date, train_as_of: dt.date, components: Iterable[str]
+) -> DataFrame:
+    """The ``fusion_weights`` rows of one run: one per feature plus the intercept."""
+    comps = ",".join(sorted(normalise_components(components)))
+    rows = [
+        (run_date, feature, float(weight), comps, train_as_of, fit.train_rows, fit.train_positives, fit.log_loss, fit.status)
+        for feature, weight in fit.weights.items()
+    ]
+    return select_schema(spark.createDataFrame(rows, FUSION_WEIGHTS), FUSION_WEIGHTS)
+
+
+def recommend(
+    spark: SparkSession,
+    *,
+    orders: DataFrame,
+    items: DataFrame,
+    item_embeddings: DataFrame,
+    granger_stats: DataFrame | None = None,
+    run_date: dt.date,
+    components: Iterable[str] = ALL_COMPONENTS,
+    k: int | None = None,
+    allow_repeat: bool | None = None,
+    weights: dict[str, float] | None = None,
+    opts: RecommendOptions = RecommendOptions(),
+) -> DataFrame:
+    """Top-K recommendations as of ``run_date`` (only orders before it are used).
+
+    ``components`` (subset of bert, time, space, causal, history; ``timespace`` = both)
+    switches signals and their candidate sources off for ablations; ``weights=None`` fits
+    the fusion on the same history first. Returns a frame of the ``recommendations``
+    schema: every user with history, plus one cold-start template per region (user_id '*').
+    """
+    components = normalise_components(components)
+    opts = dataclasses.replace(
+        opts,
+        k=opts.k if k is None else k,
+        allow_repeat=opts.allow_repeat if allow_repeat is None else allow_repeat,
+    )
+    if weights is None:
+        weights = train_fusion(
+            spark, orders=orders, items=items, item_embeddings=item_embeddings,
+            granger_stats=granger_stats, run_date=run_date, components=components, opts=opts,
+        )[0].weights
+    catalog = load_catalog(
+        orders, items, item_embeddings, granger_stats, as_of=run_date, causal_date=run_date, opts=opts
+    )
+    lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
+    users = signals.user_histories(lines, half_life_days=opts.recency_half_life_days)
+    users = users.unionByName(signals.cold_start_templates(users, catalog.regions))
+    scored = _score(
+        users, catalog, _params(opts, weights, components, opts.k),
+        partitions=spark.sparkContext.defaultParallelism,
+    )
+    return select_schema(scored.withColumn("run_date", F.lit(run_date)), RECOMMENDATIONS)

@@ -1,0 +1,180 @@
+"""Spark transforms that turn order history into the recommender's inputs, as of a date.
+
+Everything is computed from ``orders_clean`` lines with ``ts`` before the as-of date
+(00:00 in the features time zone), so the same code serves the nightly run (as of the run
+date), fusion training (as of run_date - validation_days) and offline evaluation (as of a
+cutoff), without leaking later orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from stpipe.schema import require_columns, select_schema
+
+ORDER_COLUMNS = ["order_id", "user_id", "item_id", "ts", "region"]
+
+USER_HISTORY = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("region", T.StringType(), True),
+        T.StructField("is_cold_start", T.BooleanType(), False),
+        T.StructField("hist_item_ids", T.ArrayType(T.StringType()), False),
+        T.StructField("hist_weights", T.ArrayType(T.DoubleType()), False),
+    ]
+)
+
+
+def cutoff_ts(as_of: dt.date, timezone: str) -> Column:
+    """00:00 of ``as_of`` in ``timezone``, as a UTC timestamp."""
+    return F.to_utc_timestamp(F.lit(as_of.isoformat()).cast("timestamp"), timezone)
+
+
+def history_before(orders: DataFrame, *, as_of: dt.date, timezone: str) -> DataFrame:
+    """Order lines strictly before the as-of date, with ``age_days`` at that moment."""
+    require_columns(orders, ORDER_COLUMNS, where="recommend input orders")
+    cut = cutoff_ts(as_of, timezone)
+    return orders.where(F.col("ts") < cut).withColumn(
+        "age_days", (cut.cast("double") - F.col("ts").cast("double")) / 86400.0
+    )
+
+
+def decay(age_days: Column, half_life_days: float) -> Column:
+    """Weight 2^(-age / half-life): 1 for a purchase at the cutoff, 1/2 one half-life earlier."""
+    return F.exp(-math.log(2.0) * age_days / F.lit(float(half_life_days)))
+
+
+def user_item_weights(lines: DataFrame, *, half_life_days: float) -> DataFrame:
+    """(user_id, item_id, weight, last_ts): recency-decayed count of order lines per pair.
+
+    Lines, not quantities: a wholesale order of 500 units says as much about taste as one of 5.
+    """
+    return lines.groupBy("user_id", "item_id").agg(
+        F.sum(decay(F.col("age_days"), half_life_days)).alias("weight"),
+        F.max("ts").alias("last_ts"),
+    )
+
+
+def home_regions(lines: DataFrame) -> DataFrame:
+    """(user_id, region): the region of most of the user's lines (ties: latest, then name)."""
+    per = lines.groupBy("user_id", "region").agg(F.count("*").alias("n"), F.max("ts").alias("last"))
+    w = Window.partitionBy("user_id").orderBy(F.desc("n"), F.desc("last"), F.asc("region"))
+    return per.withColumn("_r", F.row_number().over(w)).where("_r = 1").select("user_id", "region")
+
+
+def user_histories(lines: DataFrame, *, half_life_days: float) -> DataFrame:
+    """One row per user with history: items most recent first, with their recency weights."""
+    pairs = user_item_weights(lines, half_life_days=half_life_days)
+    ordered = pairs.groupBy("user_id").agg(
+        F.sort_array(
+            F.collect_list(
+                F.struct(
+                    (-F.col("last_ts").cast("double")).alias("neg_ts"),
+                    F.col("item_id"),
+                    F.col("weight"),
+                )
+            )
+        ).alias("h")
+    )
+    out = ordered.join(home_regions(lines), "user_id").select(
+        "user_id",
+        "region",
+        F.lit(False).alias("is_cold_start"),
+        F.col("h.item_id").alias("hist_item_ids"),
+        F.col("h.weight").alias("hist_weights"),
+    )
+    return select_schema(out, USER_HISTORY)
+
+
+def cold_start_templates(spark_df: DataFrame, regions: list[str]) -> DataFrame:
+    """One pseudo-user ``'*'`` per region with no history (is_cold_start = true)."""
+    spark = spark_df.sparkSession
+    rows = [("*", r, True, [], []) for r in sorted(regions)]
+    return spark.createDataFrame(rows, USER_HISTORY)
+
+
+def item_popularity(lines: DataFrame, *, half_life_days: float) -> DataFrame:
+    """(item_id, pop, n_7d, n_30d): decayed line count in the market, and recent counts."""
+    return lines.groupBy("item_id").agg(
+        F.sum(decay(F.col("age_days"), half_life_days)).alias("pop"),
+        F.sum(F.when(F.col("age_days") <= 7, 1).otherwise(0)).alias("n_7d"),
+        F.sum(F.when(F.col("age_days") <= 30, 1).otherwise(0)).alias("n_30d"),
+    )
+
+
+def region_popularity(lines: DataFrame, *, half_life_days: float) -> DataFrame:
+    """(region, item_id, pop): decayed line count per region."""
+    return lines.groupBy("region", "item_id").agg(
+        F.sum(decay(F.col("age_days"), half_life_days)).alias("pop")
+    )
+
+
+def item_texts(items: DataFrame, *, template: str) -> DataFrame:
+    """(item_id, text): ``template`` filled from title, category, description (null -> "").
+
+    One row per item_id (the first source by name when several sources share an id).
+    """
+    require_columns(items, ["item_id", "title", "category", "description"], where="items")
+    fields = {name: F.coalesce(F.col(name).cast("string"), F.lit("")) for name in ("title", "category", "description")}
+    parts: list[Column] = []
+    rest = template
+    while rest:
+        start = rest.find("{")
+        if start < 0:
+            parts.append(F.lit(rest))
+            break
+        end = rest.find("}", start)
+        name = rest[start + 1 : end] if end > 0 else ""
+        if name not in fields:
+            from stpipe.errors import ConfigError
+
+            raise ConfigError(
+                f"model.text_template: unknown field {{{name}}} (use title, category, description)"
+            )
+        parts.append(F.lit(rest[:start]))
+        parts.append(fields[name])
+        rest = rest[end + 1 :]
+    text = F.trim(F.concat(*parts)) if parts else F.lit("")
+    ranked = items.withColumn(
+        "_r",
+        F.row_number().over(
+            Window.partitionBy("item_id").orderBy(
+                *([F.asc("source")] if "source" in items.columns else [F.asc("title")])
+            )
+        ),
+    )
+    return ranked.where("_r = 1").select("item_id", text.alias("text"))
+
+
+def causal_strengths(granger: DataFrame | None, *, run_date: dt.date) -> DataFrame | None:
+    """(cause_category, effect_category, strength) from the latest granger run up to ``run_date``.
+
+    Strength = 1 - q_value of significant category pairs (max over lags and regions).
+    None when the table is absent or has no usable rows.
+    """
+    if granger is None:
+        return None
+    needed = ["cause_category", "effect_category", "q_value", "significant"]
+    if any(c not in granger.columns for c in needed):
+        return None
+    g = granger
+    if "run_date" in g.columns:
+        latest = g.where(F.col("run_date") <= F.lit(run_date)).agg(F.max("run_date")).first()[0]
+        if latest is None:
+            return None
+        g = g.where(F.col("run_date") == F.lit(latest))
+    g = g.where(
+        F.col("significant")
+        & F.col("cause_category").isNotNull()
+        & F.col("effect_category").isNotNull()
+        & (F.col("cause_category") != F.col("effect_category"))
+        & F.col("q_value").isNotNull()
+    )
+    return g.groupBy("cause_category", "effect_category").agg(
+        F.max(F.lit(1.0) - F.col("q_value")).alias("strength")
+    )
