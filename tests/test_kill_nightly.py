@@ -1,0 +1,141 @@
+"""kill -9 the nightly while it writes: readers keep a consistent table, a rerun completes it.
+
+The warehouse first holds a complete run with seed 1. The nightly for seed 2 is then
+started as a subprocess and killed (SIGKILL to its process group, JVM included) as soon
+as new, not yet committed data files appear in a table folder. Tables are read with the
+independent ``deltalake`` reader.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import deltalake
+import pandas as pd
+import pytest
+
+from jobs import nightly
+from stpipe.config import load_settings, replace
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DATE = "2024-02-10"
+ROWS = 40_000  # enough that writing orders_clean takes longer than one poll interval
+DAYS = 40
+
+
+def _settings(warehouse: str, seed: int, **extra):
+    overrides = {
+        "storage.warehouse": warehouse,
+        "run_date": RUN_DATE,
+        "ingest.rows": ROWS,
+        "ingest.seed": seed,
+        "ingest.synthetic_start": "2024-01-01",
+        "ingest.synthetic_days": DAYS,
+        "storage.optimize": False,
+        "storage.vacuum": False,
+    }
+    overrides.update(extra)
+    return replace(load_settings(), **overrides)
+
+
+def _tables(warehouse: str) -> list[str]:
+    return sorted(
+        p.name for p in Path(warehouse).iterdir()
+        if (p / "_delta_log").is_dir() and p.name != "run_log"
+    )
+
+
+def _read(warehouse: str, name: str) -> pd.DataFrame:
+    df = deltalake.DeltaTable(str(Path(warehouse) / name)).to_pandas()
+    df = df[sorted(df.columns)]
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def _data_files(table_dir: Path) -> set[str]:
+    return {
+        str(p.relative_to(table_dir)) for p in table_dir.rglob("*.parquet")
+        if "_delta_log" not in p.parts
+    }
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    try:
+        pd.testing.assert_frame_equal(a, b)
+        return True
+    except AssertionError:
+        return False
+
+
+@pytest.mark.slow
+def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
+    warehouse, reference = str(tmp_path / "wh"), str(tmp_path / "ref")
+    nightly.run(spark, _settings(warehouse, seed=1))
+    nightly.run(spark, _settings(reference, seed=2))  # a clean run of what the killed one does
+    names = _tables(warehouse)
+    previous = {n: _read(warehouse, n) for n in names}
+    wanted = {n: _read(reference, n) for n in names}
+    assert all(not _same(previous[n], wanted[n]) for n in ("orders_clean", "items"))
+    versions = {n: deltalake.DeltaTable(str(Path(warehouse) / n)).version() for n in names}
+    files_before = {n: _data_files(Path(warehouse) / n) for n in names}
+
+    cmd = [
+        sys.executable, "-m", "jobs.nightly", "--warehouse", warehouse, "--date", RUN_DATE,
+        "--rows", str(ROWS), "--seed", "2", "--set", f"ingest.synthetic_days={DAYS}",
+        "--set", "ingest.synthetic_start=2024-01-01", "--set", "spark.shuffle_partitions=2",
+        "--set", "spark.conf={spark.ui.enabled: 'false'}",
+    ]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "nightly.log", "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        caught = None
+        deadline = time.monotonic() + 900
+        while caught is None and proc.poll() is None and time.monotonic() < deadline:
+            for name in names:
+                if _data_files(Path(warehouse) / name) - files_before[name]:
+                    caught = name
+                    break
+            else:
+                time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM, as a crash would
+        proc.wait()
+    log_text = (tmp_path / "nightly.log").read_text()
+    assert caught is not None, f"the nightly ended before a write was caught:\n{log_text[-3000:]}"
+
+    # Readers: every table is either wholly the previous run or wholly the new one; the
+    # table caught mid-write has uncommitted files and is still on its previous version.
+    partial = []
+    for name in names:
+        table = deltalake.DeltaTable(str(Path(warehouse) / name))
+        uncommitted = _data_files(Path(warehouse) / name) - files_before[name] - set(table.files())
+        now = _read(warehouse, name)
+        assert _same(now, previous[name]) or _same(now, wanted[name]), name
+        if uncommitted:
+            partial.append(name)
+            assert table.version() == versions[name], name
+            assert _same(now, previous[name]), name
+    assert caught in partial
+
+    # The next run redoes the date (its ingest never recorded ok for seed 2) and VACUUM
+    # with zero retention removes the killed run's orphan files.
+    rerun = _settings(
+        warehouse, seed=2, **{"storage.vacuum": True, "storage.vacuum_retention_hours": 0}
+    )
+    result = nightly.run(spark, rerun)
+    assert result.details["stages"]["ingest"] == "ran"
+    for name in names:
+        assert _same(_read(warehouse, name), wanted[name]), name
+        table = deltalake.DeltaTable(str(Path(warehouse) / name))
+        assert _data_files(Path(warehouse) / name) == set(table.files()), name
+
+    history = deltalake.DeltaTable(str(Path(warehouse) / caught)).history()
+    writes = sorted(h["version"] for h in history if h["operation"] == "WRITE")
+    # the killed write left no version; the rerun's write came right after the previous one
+    assert versions[caught] + 1 in writes
+    assert max(writes) == versions[caught] + 1
