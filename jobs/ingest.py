@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe import clean, tables
 from stpipe.adapters import read_source
+from stpipe.adapters.base import RawInput
 from stpipe.cli import main_for
 from stpipe.config import Settings
 from stpipe.errors import ConfigError, ReconciliationError
@@ -47,12 +49,27 @@ def check_writable(warehouse: str) -> None:
         raise ConfigError(f"storage.warehouse: {warehouse} is not a writable folder")
 
 
-def run(spark: SparkSession, settings: Settings) -> StageResult:
-    ingest = settings.ingest
-    warehouse = settings.storage.warehouse
-    check_writable(warehouse)
-    raw = read_source(spark, ingest)
+@dataclass
+class Prepared:
+    """The tables of one ingest as frames (``checked`` is cached), with the counts of one pass."""
 
+    source: str
+    checked: DataFrame
+    orders: DataFrame
+    quarantine: DataFrame
+    items: DataFrame
+    reviews: DataFrame | None
+    rows_read: int
+    reasons: dict[str, int]
+    regions: dict[str, str]
+
+
+def prepare(raw: RawInput, settings: Settings) -> Prepared:
+    """Validate, mark duplicates, cache, count, and build the output frames (writes nothing).
+
+    The caller unpersists ``checked`` when the frames are written.
+    """
+    ingest = settings.ingest
     checked = (
         clean.validate_orders(
             raw.orders,
@@ -68,51 +85,67 @@ def run(spark: SparkSession, settings: Settings) -> StageResult:
         .transform(clean.mark_duplicates)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    try:
-        # One pass fills the cache and gives rows read, reasons and region spellings.
-        stats = checked.groupBy("region", "reason").count().collect()
-        rows_read = sum(r["count"] for r in stats)
-        reasons = clean.reason_counts((r["reason"], r["count"]) for r in stats)
-        spellings: dict[str, int] = {}
-        for r in stats:
-            if r["region"] is not None:
-                spellings[r["region"]] = spellings.get(r["region"], 0) + r["count"]
-        regions = clean.region_mapping(spellings, ingest.region_aliases)
-        orders, quarantine = clean.clean_and_quarantine(
-            clean.apply_region_mapping(checked, regions), source=raw.source
-        )
-        items = clean.clean_items(raw.items, source=raw.source, max_text_chars=ingest.max_text_chars)
-        items = clean.add_missing_items(items, orders, source=raw.source)
+    # One pass fills the cache and gives rows read, reasons and region spellings.
+    stats = checked.groupBy("region", "reason").count().collect()
+    spellings: dict[str, int] = {}
+    for r in stats:
+        if r["region"] is not None:
+            spellings[r["region"]] = spellings.get(r["region"], 0) + r["count"]
+    regions = clean.region_mapping(spellings, ingest.region_aliases)
+    orders, quarantine = clean.clean_and_quarantine(
+        clean.apply_region_mapping(checked, regions), source=raw.source
+    )
+    items = clean.clean_items(raw.items, source=raw.source, max_text_chars=ingest.max_text_chars)
+    items = clean.add_missing_items(items, orders, source=raw.source)
+    reviews = None
+    if raw.reviews is not None:
+        reviews = select_schema(raw.reviews.withColumn("source", F.lit(raw.source)), REVIEWS)
+    return Prepared(
+        source=raw.source,
+        checked=checked,
+        orders=orders,
+        quarantine=quarantine,
+        items=items,
+        reviews=reviews,
+        rows_read=sum(r["count"] for r in stats),
+        reasons=clean.reason_counts((r["reason"], r["count"]) for r in stats),
+        regions=regions,
+    )
 
-        slice_ = {"source": raw.source}
+
+def run(spark: SparkSession, settings: Settings) -> StageResult:
+    warehouse = settings.storage.warehouse
+    check_writable(warehouse)
+    p = prepare(read_source(spark, settings.ingest), settings)
+    slice_ = {"source": p.source}
+    try:
         n_clean = tables.write(
-            orders, warehouse, ORDERS_CLEAN, replace=slice_, partition_by=["order_date"],
+            p.orders, warehouse, ORDERS_CLEAN, replace=slice_, partition_by=["order_date"],
             max_records_per_file=settings.storage.max_records_per_file,
         )
-        n_quarantine = tables.write(quarantine, warehouse, ORDERS_QUARANTINE, replace=slice_)
-        n_items = tables.write(items, warehouse, ITEMS, replace=slice_)
+        n_quarantine = tables.write(p.quarantine, warehouse, ORDERS_QUARANTINE, replace=slice_)
+        n_items = tables.write(p.items, warehouse, ITEMS, replace=slice_)
         n_reviews = None
-        if raw.reviews is not None:
-            reviews = select_schema(raw.reviews.withColumn("source", F.lit(raw.source)), REVIEWS)
-            n_reviews = tables.write(reviews, warehouse, REVIEWS_TABLE, replace=slice_)
+        if p.reviews is not None:
+            n_reviews = tables.write(p.reviews, warehouse, REVIEWS_TABLE, replace=slice_)
     finally:
-        checked.unpersist()
+        p.checked.unpersist()
 
     log.info(
         "ingest %s: read %d, clean %d, quarantined %d %s, items %d, regions renamed %s",
-        raw.source, rows_read, n_clean, n_quarantine, reasons, n_items, regions,
+        p.source, p.rows_read, n_clean, n_quarantine, p.reasons, n_items, p.regions,
     )
-    if rows_read != n_clean + n_quarantine or n_quarantine != sum(reasons.values()):
+    if p.rows_read != n_clean + n_quarantine or n_quarantine != sum(p.reasons.values()):
         raise ReconciliationError(
-            f"rows read {rows_read} != clean {n_clean} + quarantined {n_quarantine} "
-            f"for source {raw.source}"
+            f"rows read {p.rows_read} != clean {n_clean} + quarantined {n_quarantine} "
+            f"for source {p.source}"
         )
-    details: dict[str, Any] = {"quarantined": n_quarantine, "reasons": reasons, "items": n_items}
+    details: dict[str, Any] = {"quarantined": n_quarantine, "reasons": p.reasons, "items": n_items}
     written = [ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS]
     if n_reviews is not None:
         details["reviews"] = n_reviews
         written.append(REVIEWS_TABLE)
-    return StageResult(rows_in=rows_read, rows_out=n_clean, tables=written, details=details)
+    return StageResult(rows_in=p.rows_read, rows_out=n_clean, tables=written, details=details)
 
 
 def counts_by_reason(spark: SparkSession, warehouse: str, source: str) -> dict[str, int]:

@@ -106,20 +106,22 @@ def region_mapping(counts: Mapping[str, int], aliases: Mapping[str, str]) -> dic
 
     A spelling is first looked up in ``aliases`` (keys compared case-folded, so ``EIRE``
     and ``eire`` both become ``Ireland``); spellings that then differ only in case fold to
-    the most frequent spelling (ties: the alphabetically first), so ``"united kingdom"``
-    joins ``"United Kingdom"``. Only spellings that change appear in the result.
+    the most frequent spelling (ties: a capitalised spelling such as ``North`` before
+    ``NORTH`` or ``north``, then the alphabetically first), so ``"united kingdom"`` joins
+    ``"United Kingdom"``. Only spellings that change appear in the result.
     """
     folded_aliases = {k.casefold(): v for k, v in aliases.items()}
     renamed = {s: folded_aliases.get(s.casefold(), s) for s in counts}
     totals: dict[str, int] = {}
     for spelling, n in counts.items():
         totals[renamed[spelling]] = totals.get(renamed[spelling], 0) + n
-    best: dict[str, tuple[int, str]] = {}
+    best: dict[str, tuple[int, bool, str]] = {}
     for name, n in totals.items():
+        rank = (-n, name != name.title() and name in (name.upper(), name.lower()), name)
         key = name.casefold()
-        if key not in best or (-n, name) < (-best[key][0], best[key][1]):
-            best[key] = (n, name)
-    result = {s: best[r.casefold()][1] for s, r in renamed.items()}
+        if key not in best or rank < best[key]:
+            best[key] = rank
+    result = {s: best[r.casefold()][2] for s, r in renamed.items()}
     return {s: c for s, c in sorted(result.items()) if s != c}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,20 +70,33 @@ def clean_header(name: str) -> str:
     return name.replace("\ufeff", "").strip().strip('"').strip()
 
 
-def csv_header(spark: SparkSession, path: Path, *, delimiter: str = ",") -> list[str]:
-    """The column names of a CSV file or folder (read from its first line), cleaned.
+def _first_line(path: Path) -> str:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+            return fh.readline()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+
+
+def csv_header(path: Path, *, delimiter: str = ",") -> list[str]:
+    """The column names of a CSV file or folder (its first line), cleaned.
 
     Raises InputError naming the file when it is empty or has duplicate column names.
     """
-    files = _data_files(path)
-    if not files or all(f.stat().st_size == 0 for f in files):
+    files = [f for f in _data_files(path) if f.stat().st_size > 0]
+    if not files:
         raise InputError(f"{path}: empty file, no header line")
-    df = spark.read.option("header", "true").option("sep", delimiter).csv(str(path))
-    names = [clean_header(c) for c in df.columns]
+    line = _first_line(files[0]).rstrip("\r\n")
+    if not line.strip():
+        raise InputError(f"{files[0]}: empty first line, no header")
+    names = [clean_header(c) for c in next(csv.reader([line], delimiter=delimiter))]
     seen: set[str] = set()
     for n in names:
+        if not n:
+            raise InputError(f"{files[0]}: a column of the header has no name")
         if n.lower() in seen:
-            raise InputError(f"{path}: column {n!r} appears twice in the header")
+            raise InputError(f"{files[0]}: column {n!r} appears twice in the header")
         seen.add(n.lower())
     return names
 
@@ -99,13 +114,14 @@ def read_csv_strings(
 
     Returns the frame and its column names. Extra columns ``source_file``,
     ``source_row`` (position in file order; the row index for a file read in one
-    split) and ``malformed`` (the parser could not split the line into the header's
-    fields, or the line repeats the header) are added. Raises InputError naming the
+    split) and ``parse_error`` (``malformed_row`` when the parser could not split the
+    line into the header's fields, ``header_row`` when the line repeats the header,
+    else null) are added. Raises InputError naming the
     file and column when a required column is missing, and naming the file when it
     is empty or has a header but no rows.
     """
     p = existing_path(path, what)
-    names = csv_header(spark, p, delimiter=delimiter)
+    names = csv_header(p, delimiter=delimiter)
     lowered = {n.lower(): n for n in names}
     missing = [c for c in required if c.lower() not in lowered]
     if missing:
@@ -141,7 +157,11 @@ def read_csv_strings(
     df = (
         df.withColumn("source_file", F.input_file_name())
         .withColumn("source_row", F.monotonically_increasing_id())
-        .withColumn("malformed", F.col(CORRUPT).isNotNull() | F.coalesce(is_header, F.lit(False)))
+        .withColumn(
+            "parse_error",
+            F.when(F.coalesce(is_header, F.lit(False)), F.lit("header_row"))
+            .when(F.col(CORRUPT).isNotNull(), F.lit("malformed_row")),
+        )
         .drop(CORRUPT)
     )
     if df.limit(1).count() == 0:

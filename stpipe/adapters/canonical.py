@@ -62,7 +62,7 @@ def _is_parquet(path: Path) -> bool:
 def read_table(
     spark: SparkSession, path: Path, required: list[str], *, delimiter: str, multi_line: bool
 ) -> tuple[DataFrame, list[str]]:
-    """Parquet or CSV as string columns with ``source_file``, ``source_row`` and ``malformed``."""
+    """Parquet or CSV as string columns with ``source_file``, ``source_row`` and ``parse_error``."""
     if not _is_parquet(path):
         return read_csv_strings(spark, path, required, delimiter=delimiter, multi_line=multi_line)
     try:
@@ -76,7 +76,7 @@ def read_table(
         *[F.col(f"`{c}`").cast("string").alias(c) for c in names],
         F.input_file_name().alias("source_file"),
         F.monotonically_increasing_id().alias("source_row"),
-        F.lit(False).alias("malformed"),
+        F.lit(None).cast("string").alias("parse_error"),
     )
     if df.limit(1).count() == 0:
         raise InputError(f"{path}: no data rows")
@@ -92,7 +92,7 @@ def to_raw_orders(df: DataFrame, names: list[str]) -> DataFrame:
     for c in RAW_ORDER_COLUMNS:
         if c not in out.columns:
             out = out.withColumn(c, F.lit(None).cast("string"))
-    out = out.withColumn("reject_reason", F.when(F.col("malformed"), F.lit("malformed_row"))).withColumn(
+    out = out.withColumn("reject_reason", F.col("parse_error")).withColumn(
         "reject_detail", F.lit(None).cast("string")
     )
     return finish_raw_orders(out)
@@ -110,7 +110,7 @@ def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
         items_df, item_names = read_table(
             spark, items_path, ["item_id"], delimiter=ingest.csv_delimiter, multi_line=True
         )
-        items = items_df.where(~F.col("malformed"))
+        items = items_df.where(F.col("parse_error").isNull())
         for c in ITEM_COLUMNS:
             if c not in item_names:
                 items = items.withColumn(c, F.lit(None).cast("string"))

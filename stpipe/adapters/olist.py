@@ -8,7 +8,7 @@ item_id = product_id, line_no = order_item_id, quantity = 1 (the table has one r
 unit), unit_price = price, ts = order_purchase_timestamp (America/Sao_Paulo local -> UTC).
 
 Rows read = order item rows + orders without items (+ item rows whose order is
-unknown, none in the real data). Adapter reason codes: ``malformed_row``,
+unknown, none in the real data). Adapter reason codes: ``header_row``/``malformed_row``,
 ``order_without_items`` (one row per order with no item line, so no order vanishes),
 ``cancellation`` (status canceled), ``order_not_fulfilled`` (status unavailable).
 
@@ -81,7 +81,7 @@ def zip_coordinates(geolocation: DataFrame) -> DataFrame:
     lon = F.trim("geolocation_lng").try_cast("double")
     inside = lat.between(*BRAZIL_LAT) & lon.between(*BRAZIL_LON)
     return (
-        geolocation.where(~F.col("malformed") & inside)
+        geolocation.where(F.col("parse_error").isNull() & inside)
         .groupBy(F.trim("geolocation_zip_code_prefix").alias("zip"))
         .agg(F.round(F.avg(lat), 6).alias("lat"), F.round(F.avg(lon), 6).alias("lon"))
     )
@@ -91,13 +91,13 @@ def to_raw_orders(t: dict[str, DataFrame]) -> DataFrame:
     """One raw row per item line, plus one per order without items (see the module doc)."""
     o = t["orders"].select(
         F.col("order_id").alias("o_order_id"), "customer_id", "order_status", "order_purchase_timestamp",
-        F.col("source_file").alias("o_file"), F.col("source_row").alias("o_row"), F.col("malformed").alias("o_bad"),
+        F.col("source_file").alias("o_file"), F.col("source_row").alias("o_row"), F.col("parse_error").alias("o_bad"),
     )
     i = t["items"].select(
         F.col("order_id").alias("i_order_id"), "order_item_id", "product_id", "price",
-        F.col("source_file").alias("i_file"), F.col("source_row").alias("i_row"), F.col("malformed").alias("i_bad"),
+        F.col("source_file").alias("i_file"), F.col("source_row").alias("i_row"), F.col("parse_error").alias("i_bad"),
     )
-    c = t["customers"].where(~F.col("malformed")).select(
+    c = t["customers"].where(F.col("parse_error").isNull()).select(
         "customer_id", "customer_unique_id", "customer_zip_code_prefix", "customer_city", "customer_state"
     ).dropDuplicates(["customer_id"])
     rows = o.join(i, F.col("o_order_id") == F.col("i_order_id"), "full_outer").join(c, "customer_id", "left")
@@ -109,14 +109,13 @@ def to_raw_orders(t: dict[str, DataFrame]) -> DataFrame:
         rows = rows.withColumn("lat", F.lit(None).cast("double")).withColumn("lon", F.lit(None).cast("double"))
     status = F.lower(F.trim("order_status"))
     has_item = F.col("i_file").isNotNull()
-    reason = reject_first(
+    reason = F.coalesce("i_bad", "o_bad", reject_first(
         [
-            ("malformed_row", F.coalesce(F.col("o_bad"), F.lit(False)) | F.coalesce(F.col("i_bad"), F.lit(False))),
             ("order_without_items", ~has_item),
             ("cancellation", status == "canceled"),
             ("order_not_fulfilled", status == "unavailable"),
         ]
-    )
+    ))
     original = [
         "o_order_id", "customer_id", "order_status", "order_purchase_timestamp", "customer_unique_id",
         "customer_zip_code_prefix", "customer_city", "customer_state", "order_item_id", "product_id", "price",
@@ -152,11 +151,11 @@ def to_raw_orders(t: dict[str, DataFrame]) -> DataFrame:
 
 def to_items(t: dict[str, DataFrame]) -> DataFrame:
     """Products with the English category name as title and category."""
-    products = t["products"].where(~F.col("malformed")).select(
+    products = t["products"].where(F.col("parse_error").isNull()).select(
         "product_id", normalise_text(F.col("product_category_name")).alias("slug")
     )
     if "translation" in t:
-        tr = t["translation"].where(~F.col("malformed")).select(
+        tr = t["translation"].where(F.col("parse_error").isNull()).select(
             normalise_text(F.col("product_category_name")).alias("slug"),
             normalise_text(F.col("product_category_name_english")).alias("english"),
         ).dropDuplicates(["slug"])
@@ -177,11 +176,11 @@ def to_reviews(t: dict[str, DataFrame]) -> DataFrame | None:
     if "reviews" not in t:
         return None
     users = (
-        t["orders"].where(~F.col("malformed")).select("order_id", "customer_id")
-        .join(t["customers"].where(~F.col("malformed")).select("customer_id", "customer_unique_id"), "customer_id", "left")
+        t["orders"].where(F.col("parse_error").isNull()).select("order_id", "customer_id")
+        .join(t["customers"].where(F.col("parse_error").isNull()).select("customer_id", "customer_unique_id"), "customer_id", "left")
         .dropDuplicates(["order_id"])
     )
-    r = t["reviews"].where(~F.col("malformed") & normalise_text(F.col("order_id")).isNotNull())
+    r = t["reviews"].where(F.col("parse_error").isNull() & normalise_text(F.col("order_id")).isNotNull())
     title, message = normalise_text(F.col("review_comment_title")), F.trim(F.col("review_comment_message"))
     message = F.when(message == "", None).otherwise(message)
     score = F.trim("review_score").try_cast("int")

@@ -7,8 +7,8 @@ upper-cased -> item_id; Description -> item title; Country -> region (aliases su
 EIRE -> Ireland come from ``ingest.region_aliases``); InvoiceDate is UK local time
 (Europe/London) and becomes UTC. No city or coordinates.
 
-Adapter reason codes, first match wins: ``malformed_row`` (unparsable CSV line or a
-repeated header), ``cancellation`` (``C`` invoices), ``bad_debt_adjustment`` (``A``
+Adapter reason codes, first match wins: ``header_row``/``malformed_row`` (a repeated
+header or an unparsable CSV line), ``cancellation`` (``C`` invoices), ``bad_debt_adjustment`` (``A``
 invoices), ``non_product_code`` (postage, fees, manual entries, gift vouchers...),
 ``return_or_adjustment`` (negative quantity on an ordinary invoice). Rows read = the
 data lines of the file(s).
@@ -48,15 +48,14 @@ def to_raw_orders(df: DataFrame, names: list[str]) -> DataFrame:
     """Canonical raw order lines from the file's string columns (see the module doc)."""
     invoice = F.upper(F.trim("InvoiceNo"))
     qty = F.trim("Quantity").try_cast("double")
-    reason = reject_first(
+    reason = F.coalesce("parse_error", reject_first(
         [
-            ("malformed_row", F.col("malformed")),
             ("cancellation", invoice.startswith("C")),
             ("bad_debt_adjustment", invoice.startswith("A")),
             ("non_product_code", stock_code(F.col("StockCode")).rlike(NON_PRODUCT_CODES)),
             ("return_or_adjustment", qty < 0),
         ]
-    )
+    ))
     position = Window.partitionBy(invoice).orderBy("source_file", "source_row")
     return finish_raw_orders(
         df.select(
@@ -82,7 +81,7 @@ def to_raw_orders(df: DataFrame, names: list[str]) -> DataFrame:
 
 def to_items(df: DataFrame) -> DataFrame:
     """Product codes with their descriptions (the cleaner keeps the most frequent one)."""
-    return df.where(~F.col("malformed") & ~stock_code(F.col("StockCode")).rlike(NON_PRODUCT_CODES)).select(
+    return df.where(F.col("parse_error").isNull() & ~stock_code(F.col("StockCode")).rlike(NON_PRODUCT_CODES)).select(
         stock_code(F.col("StockCode")).alias("item_id"),
         F.col("Description").alias("title"),
         F.lit(None).cast("string").alias("category"),
