@@ -1,0 +1,87 @@
+"""The embed stage: item texts, recency-weighted user embeddings, the job run twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from stpipe import tables
+from stpipe.config import Settings, replace
+from stpipe.errors import ConfigError
+from stpipe.recommend.embeddings import user_embeddings
+from stpipe.recommend.signals import item_texts
+from stpipe.schema import ORDERS_CLEAN
+
+RUN_DATE = dt.date(2024, 3, 1)
+ITEMS = [
+    ("p1", "blue ceramic mug", "kitchen", None, "t"),
+    ("p2", "garden hose 20m", "garden", "expandable, lightweight", "t"),
+    ("p3", "", "toys", "", "t"),
+    ("p4", "paperback novel", "books", "a " * 400, "t"),
+]
+ITEM_SCHEMA = "item_id string, title string, category string, description string, source string"
+
+
+def order(user: str, item: str, ts: dt.datetime, n: int = 0) -> tuple:
+    return (f"{user}-{item}-{n}", 1, user, item, 1, 1.0, ts, "R", None, None, None, "t", ts.date())
+
+
+def test_item_texts_template_and_nulls(spark):
+    items = spark.createDataFrame(ITEMS[:2], ITEM_SCHEMA)
+    got = dict(item_texts(items, template="{title} | {category}: {description}").collect())
+    assert got == {"p1": "blue ceramic mug | kitchen:", "p2": "garden hose 20m | garden: expandable, lightweight"}
+    with pytest.raises(ConfigError, match="unknown field \\{price\\}"):
+        item_texts(items, template="{title} {price}")
+
+
+def test_user_embedding_is_decayed_weighted_mean(spark):
+    vectors = spark.createDataFrame(
+        [("p1", [1.0, 0.0]), ("p2", [0.0, 1.0])], "item_id string, embedding array<float>"
+    )
+    orders = spark.createDataFrame(
+        [
+            order("u", "p1", dt.datetime(2024, 1, 31)),  # 30 days before: weight 1/2
+            order("u", "p2", dt.datetime(2024, 2, 29)),  # 1 day before: 2^(-1/30)
+            order("u", "p2", dt.datetime(2024, 3, 1, 9)),  # on the run date: not history
+            order("v", "p1", dt.datetime(2024, 2, 1), 1),
+            order("v", "p1", dt.datetime(2024, 2, 2), 2),
+        ],
+        ORDERS_CLEAN,
+    )
+    rows = {
+        r["user_id"]: r
+        for r in user_embeddings(
+            orders, vectors, run_date=RUN_DATE, half_life_days=30.0, timezone="UTC", model="m"
+        ).collect()
+    }
+    want = np.array([0.5, 2 ** (-1 / 30)])
+    np.testing.assert_allclose(rows["u"]["embedding"], want / np.linalg.norm(want), rtol=1e-6)
+    np.testing.assert_allclose(rows["v"]["embedding"], [1.0, 0.0])
+    assert rows["u"]["n_items"] == 2 and rows["u"]["run_date"] == RUN_DATE
+
+
+def test_embed_job_twice(spark, warehouse):
+    from jobs.embed import run
+    from udfs.embed import Embedder
+
+    tables.write(spark.createDataFrame(ITEMS, ITEM_SCHEMA), warehouse, "items")
+    orders = [order("u1", "p1", dt.datetime(2024, 2, 1)), order("u2", "p4", dt.datetime(2024, 2, 3))]
+    tables.write(spark.createDataFrame(orders, ORDERS_CLEAN), warehouse, "orders_clean")
+    settings = replace(Settings(), **{"storage.warehouse": warehouse, "run_date": "2024-03-01", "model.arrow_batch_rows": 3})
+    run(spark, settings)
+    first = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
+    run(spark, settings)
+    second = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
+    users = tables.read(spark, warehouse, "user_embeddings").orderBy("user_id").toPandas()
+
+    assert first["item_id"].tolist() == ["p1", "p2", "p3", "p4"]
+    assert first["text"].tolist()[:3] == ["blue ceramic mug. kitchen.", "garden hose 20m. garden. expandable, lightweight", ". toys."]
+    assert (first["model"] == "all-MiniLM-L6-v2").all()
+    want = Embedder(device="cpu").encode(first["text"].tolist())
+    got = np.stack(first["embedding"].to_numpy())
+    assert np.min((got * want).sum(1)) >= 0.9999
+    np.testing.assert_array_equal(np.stack(second["embedding"].to_numpy()), got)
+    assert users["user_id"].tolist() == ["u1", "u2"]  # one slice, not two after the rerun
+    np.testing.assert_allclose(np.stack(users["embedding"].to_numpy()), got[[0, 3]], atol=1e-6)
