@@ -40,6 +40,9 @@ TRANSFORMS = ("none", "diff", "auto")
 # A design whose QR pivot is below this fraction of its column's norm is treated as singular:
 # the statistic would carry ~1/RTOL times the rounding error, which no reader should trust.
 SINGULAR_RTOL = 1e-9
+# Below this share of ssr_r explained by the cause, F is a difference of nearly equal sums of
+# squares in statsmodels; those rows repeat its arithmetic (see _reference_ssr).
+REFERENCE_ROUNDING_BELOW = 1e-4
 # 5 % critical value of the Dickey-Fuller t statistic with a constant (MacKinnon, asymptotic).
 DF_CRITICAL_5PCT = -2.86
 
@@ -56,14 +59,24 @@ RESULT_KEYS = (
 
 
 def _lag_block(x: np.ndarray, lag: int) -> np.ndarray:
-    """Rows t = lag .. T-1, columns x_{t-lag} .. x_{t-1} (last axis of ``x`` is time)."""
+    """Rows t = lag .. T-1, columns x_{t-lag} .. x_{t-1} (last axis of ``x`` is time), copied."""
     n = x.shape[-1] - lag
-    return sliding_window_view(x, lag, axis=-1)[..., :n, :]
+    return np.ascontiguousarray(sliding_window_view(x, lag, axis=-1)[..., :n, :])
 
 
-def _constant_columns(block: np.ndarray) -> np.ndarray:
-    """True where any column of the (..., n, p) block is constant over its rows."""
-    return (block.max(axis=-2) == block.min(axis=-2)).any(axis=-1)
+def _changes(x: np.ndarray) -> np.ndarray:
+    """c[..., i] = number of i' <= i with x[i'] != x[i'-1]: a window [a, b) is constant iff
+    c[b - 1] == c[a]."""
+    steps = (x[..., 1:] != x[..., :-1]).astype(np.int64)
+    return np.concatenate([np.zeros(x.shape[:-1] + (1,), np.int64), np.cumsum(steps, axis=-1)], -1)
+
+
+def _lags_constant(changes: np.ndarray, lag: int) -> np.ndarray:
+    """True where any lag column x_{t-j}, t = lag .. T-1, j = 1..lag, is constant."""
+    t_len = changes.shape[-1]
+    starts = lag - np.arange(1, lag + 1)  # column j covers x[lag - j : T - j]
+    ends = t_len - np.arange(1, lag + 1) - 1
+    return (changes[..., ends] == changes[..., starts]).any(axis=-1)
 
 
 def _project_out(q: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -71,6 +84,21 @@ def _project_out(q: np.ndarray, z: np.ndarray) -> np.ndarray:
     for _ in range(2):
         z = z - q @ (q.T @ z)  # broadcasts over a leading batch axis
     return z
+
+
+def _reference_ssr(design: np.ndarray, target: np.ndarray) -> float:
+    """Sum of squared residuals computed as statsmodels' OLS(...).fit() does (SVD pinv).
+
+    Used only where the F statistic is a difference of two nearly equal sums of squares:
+    there statsmodels' own rounding (up to ~1e-8 relative in F) exceeds the 1e-9 agreement
+    the table promises, so those rows repeat its arithmetic step for step.
+    """
+    u, s, vt = np.linalg.svd(design, False)
+    cutoff = 1e-15 * np.maximum.reduce(s)
+    s = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
+    pinv = np.dot(np.transpose(vt), np.multiply(s[:, np.newaxis], np.transpose(u)))
+    resid = target - np.dot(design, np.dot(pinv, target))
+    return float(np.dot(resid, resid))
 
 
 def granger_tests(effect: np.ndarray, causes: np.ndarray, max_lag: int) -> dict[str, np.ndarray]:
@@ -92,57 +120,105 @@ def granger_tests(effect: np.ndarray, causes: np.ndarray, max_lag: int) -> dict[
     if not (np.isfinite(y).all() and np.isfinite(xs).all()):
         raise ValueError("effect and causes must be finite")
     k, t_len = xs.shape
-    out: dict[str, np.ndarray] = {
-        key: np.full((k, max_lag), np.nan) for key in RESULT_KEYS if key != "status"
-    }
-    status = np.full((k, max_lag), STATUS_OK, dtype=object)
+    shape = (k, max_lag)
+    explained_all, ssr_u_all = np.full(shape, np.nan), np.full(shape, np.nan)
+    status = np.full(shape, STATUS_OK, dtype=object)
+    y_changes, x_changes = _changes(y), _changes(xs)
+    eps = np.finfo(np.float64).eps
     for lag in range(1, max_lag + 1):
         col = lag - 1
         if t_len <= 3 * lag + 1:
             status[:, col] = STATUS_TOO_SHORT
             continue
         n_obs = t_len - lag
-        df_den = n_obs - 2 * lag - 1
         target = y[lag:]
-        own = _lag_block(y, lag)  # (n, p)
-        cross = _lag_block(xs, lag)  # (k, n, p)
-        bad_own = _constant_columns(own) or target.max() == target.min()
-        const = _constant_columns(cross) | bad_own
-        restricted = np.column_stack([own, np.ones(n_obs)])
-        q_r, r_r = np.linalg.qr(restricted)
+        own = np.column_stack([_lag_block(y, lag), np.ones(n_obs)])
+        constant = _lags_constant(x_changes, lag) | bool(
+            _lags_constant(y_changes, lag) or y_changes[-1] == y_changes[lag]
+        )
+        q_r, r_r = np.linalg.qr(own)
         own_singular = bool(
-            (np.abs(np.diag(r_r)) <= SINGULAR_RTOL * np.linalg.norm(restricted, axis=0)).any()
+            (np.abs(np.diag(r_r)) <= SINGULAR_RTOL * np.linalg.norm(own, axis=0)).any()
         )
         resid_r = _project_out(q_r, target[:, None])[:, 0]
-        ssr_r = resid_r @ resid_r
-        cross_perp = _project_out(q_r, cross)  # (k, n, p)
-        q_u, r_u = np.linalg.qr(cross_perp)  # batched over k
-        pivots = np.abs(np.diagonal(r_u, axis1=-2, axis2=-1))
-        singular = own_singular | (
-            pivots <= SINGULAR_RTOL * np.linalg.norm(cross, axis=-2)
-        ).any(axis=-1)
-        coef = np.einsum("knp,n->kp", q_u, resid_r)
-        explained = np.einsum("kp,kp->k", coef, coef)  # ssr_r - ssr_u, without cancellation
-        resid_u = resid_r[None, :] - np.einsum("knp,kp->kn", q_u, coef)
+        ssr_r = float(resid_r @ resid_r)
+        cross = _lag_block(xs, lag)  # (k, n, p)
+        # Centring first removes the part along the constant exactly, so that one projection
+        # leaves only rounding of the size of the centred block (levels far from 0 are safe).
+        centred = cross - cross.mean(axis=-2, keepdims=True)
+        cross_perp = centred - q_r @ (q_r.T @ centred)
+        # Gram matrix of the cause block orthogonalised against the restricted design: its
+        # condition is that of the cause's own lags, not of the raw levels and constant.
+        gram = np.matmul(cross_perp.transpose(0, 2, 1), cross_perp)
+        scale = np.sqrt(np.einsum("knp,knp->kp", centred, centred))
+        pivots = _cholesky_pivots(gram)
+        singular = own_singular | (pivots <= SINGULAR_RTOL * scale).any(axis=-1)
+        usable = ~(constant | singular)
+        score = np.einsum("knp,n->kp", cross_perp, resid_r)
+        coef = np.zeros((k, lag))
+        if usable.any():
+            coef[usable] = np.linalg.solve(gram[usable], score[usable][..., None])[..., 0]
+        explained = np.einsum("kp,kp->k", coef, score)  # ssr_r - ssr_u, without cancellation
+        resid_u = resid_r[None, :] - np.einsum("knp,kp->kn", cross_perp, coef)
         ssr_u = np.einsum("kn,kn->k", resid_u, resid_u)
         tss = float(((target - target.mean()) ** 2).sum())
-        perfect = (ssr_u == 0) | (ssr_u < np.finfo(float).eps * tss)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f_stat = explained / lag / (ssr_u / df_den)
-            chi2 = n_obs * explained / ssr_u
-        ok = ~(const | singular | perfect)
-        status[const, col] = STATUS_CONSTANT
-        status[~const & singular, col] = STATUS_SINGULAR
-        status[~const & ~singular & perfect, col] = STATUS_PERFECT_FIT
-        out["f_stat"][ok, col] = f_stat[ok]
-        out["p_value"][ok, col] = stats.f.sf(f_stat[ok], lag, df_den)
-        out["chi2_stat"][ok, col] = chi2[ok]
-        out["chi2_p_value"][ok, col] = stats.chi2.sf(chi2[ok], lag)
-        out["df_num"][ok, col] = lag
-        out["df_den"][ok, col] = df_den
-        out["n_obs"][ok, col] = n_obs
-        del ssr_r  # the restricted ssr is implied by explained + ssr_u
-    out["status"] = status
+        perfect = (ssr_u == 0) | (ssr_u < eps * tss)
+        ok = usable & ~perfect
+        status[constant, col] = STATUS_CONSTANT
+        status[~constant & singular, col] = STATUS_SINGULAR
+        status[usable & perfect, col] = STATUS_PERFECT_FIT
+        near_zero = ok & (explained < REFERENCE_ROUNDING_BELOW * ssr_r)
+        if near_zero.any():
+            ssr_r_ref = _reference_ssr(own, target)
+            joint_own = own[:, :-1]
+            for i in np.flatnonzero(near_zero):
+                joint = np.column_stack([joint_own, cross[i], np.ones(n_obs)])
+                ssr_u[i] = _reference_ssr(joint, target)
+                explained[i] = ssr_r_ref - ssr_u[i]
+        explained_all[ok, col] = explained[ok]
+        ssr_u_all[ok, col] = ssr_u[ok]
+    return _statistics(explained_all, ssr_u_all, status, t_len)
+
+
+def _cholesky_pivots(gram: np.ndarray) -> np.ndarray:
+    """|R_jj| of the QR of the block behind each (k, p, p) Gram matrix; 0 where not definite."""
+    try:
+        return np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=-2, axis2=-1))
+    except np.linalg.LinAlgError:  # some block is singular: find which, one by one
+        pivots = np.zeros(gram.shape[:2])
+        for i, g in enumerate(gram):
+            try:
+                pivots[i] = np.abs(np.diagonal(np.linalg.cholesky(g)))
+            except np.linalg.LinAlgError:
+                pass
+        return pivots
+
+
+def _statistics(
+    explained: np.ndarray, ssr_u: np.ndarray, status: np.ndarray, t_len: int
+) -> dict[str, np.ndarray]:
+    """F, chi-square and their p-values from ssr_r - ssr_u and ssr_u, in statsmodels' order."""
+    k, max_lag = status.shape
+    lag = np.broadcast_to(np.arange(1, max_lag + 1, dtype=np.float64), (k, max_lag))
+    ok = status == STATUS_OK
+    n_obs = np.where(ok, t_len - lag, np.nan)
+    df_den = n_obs - 2 * lag - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_stat = explained / ssr_u / lag * df_den
+        chi2 = n_obs * explained / ssr_u
+    out = {
+        "f_stat": f_stat,
+        "p_value": np.full((k, max_lag), np.nan),
+        "df_num": np.where(ok, lag, np.nan),
+        "df_den": df_den,
+        "chi2_stat": chi2,
+        "chi2_p_value": np.full((k, max_lag), np.nan),
+        "n_obs": n_obs,
+        "status": status,
+    }
+    if ok.any():
+        out["p_value"][ok] = stats.f.sf(f_stat[ok], lag[ok], df_den[ok])
+        out["chi2_p_value"][ok] = stats.chi2.sf(chi2[ok], lag[ok])
     return out
 
 
