@@ -74,3 +74,38 @@ bench: setup ## benchmarks against the standard tools (BENCH="granger embed scal
 
 clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)
 	rm -rf warehouse reports bench/results .pytest_cache spark-warehouse
+
+# ---- A Spark standalone cluster on 127.0.0.1, and what spark-submit ships to it ----------
+CLUSTER_PORT       ?= 7077
+CLUSTER_WEBUI_PORT ?= 8080
+CLUSTER_DIR        ?= .cache/cluster
+PACKAGE_ARGS       ?=
+# How executors get the code and Python (both ship the project wheel with --py-files):
+#   DEPLOY=venv    executors run this checkout's .venv python (one machine or a shared disk)
+#   DEPLOY=packed  executors unpack dist/env.tar.gz (make package) as ./environment
+# e.g. make cluster-up && make package && make nightly MASTER=spark://127.0.0.1:7077 DEPLOY=packed
+DEPLOY             ?=
+WHEEL = $(or $(firstword $(wildcard dist/stpipe-*.whl)),$(error no dist/stpipe-*.whl: run make package first))
+ifneq ($(DEPLOY),)
+# With --py-files the driver imports stpipe from the wheel, so .jars is not next to it.
+JOB_ARGS += --set spark.jars_dir=$(abspath .jars)
+endif
+ifeq ($(DEPLOY),venv)
+SPARK_SUBMIT_FLAGS += --py-files $(WHEEL) --conf spark.pyspark.python=$(abspath $(PYTHON))
+endif
+ifeq ($(DEPLOY),packed)
+SPARK_SUBMIT_FLAGS += --py-files $(WHEEL) --archives dist/env.tar.gz\#environment \
+	--conf spark.pyspark.driver.python=$(abspath $(PYTHON)) \
+	--conf spark.pyspark.python=./environment/bin/python
+endif
+
+.PHONY: cluster-up cluster-down
+
+cluster-up: ## start a Spark standalone master and worker on 127.0.0.1 (CLUSTER_PORT=7077)
+	scripts/cluster.sh up --port $(CLUSTER_PORT) --webui-port $(CLUSTER_WEBUI_PORT) --dir $(CLUSTER_DIR)
+
+cluster-down: ## stop the standalone master and worker
+	scripts/cluster.sh down --dir $(CLUSTER_DIR)
+
+package: setup ## dist/: the project wheel and the packed .venv (PACKAGE_ARGS=--wheel-only)
+	$(PYTHON) scripts/package.py $(PACKAGE_ARGS)
