@@ -175,7 +175,7 @@ def test_job_lists_have_k_distinct_items_and_templates(job_runs):
     assert list(recs.columns) == RECOMMENDATIONS.fieldNames()
     users = {f"u{u}" for u in range(9)}
     assert set(recs["user_id"]) == users | {"*"}  # u9 only bought on the run date
-    for (user, region), lst in recs.groupby(["user_id", "region"]):
+    for _, lst in recs.groupby(["user_id", "region"]):
         assert lst["rank"].tolist() == [1, 2, 3, 4, 5]
         assert lst["item_id"].nunique() == 5
         assert lst["score"].is_monotonic_decreasing
