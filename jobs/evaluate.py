@@ -19,8 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe import tables
@@ -42,9 +41,17 @@ MODEL_ORDER = [
 ]
 
 
-def model_registry(spark: SparkSession, settings: Settings, names: list[str]) -> dict[str, Model]:
+def model_registry(
+    spark: SparkSession, settings: Settings, names: list[str], *, orders: DataFrame, items: DataFrame,
+    cutoff: dt.date,
+) -> dict[str, Model]:
     """Name -> model function; `full` and its ablations run the pipeline as of the cutoff."""
-    known = {**BASELINES, **full_model.models(spark, settings)}
+    ev = settings.evaluate
+    list_length = max(ev.category_candidates, 10 * max([*ev.ks, ev.k]))
+    known = {
+        **BASELINES,
+        **full_model.models(spark, settings, orders=orders, items=items, cutoff=cutoff, list_length=list_length),
+    }
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"evaluate.models: unknown model {unknown[0]!r} (known: {', '.join(known)})")
@@ -65,12 +72,10 @@ def run(spark: SparkSession, settings: Settings) -> StageResult:
         ingest_date = max(settings.date, cutoff + dt.timedelta(days=ev.horizon_days))
         ingest.run(spark, replace(settings, run_date=ingest_date.isoformat()))
     orders = tables.read(spark, warehouse, "orders_clean").where(F.col("source") == source)
-    items = (
-        tables.read(spark, warehouse, "items").where(F.col("source") == source)
-        .select("item_id", "category").toPandas()
-    )
+    items = tables.read(spark, warehouse, "items").where(F.col("source") == source)
+    registry = model_registry(spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff)
     result = evaluate_split(
-        spark, orders, items, model_registry(spark, settings, ev.models),
+        spark, orders, items.select("item_id", "category").toPandas(), registry,
         cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
         pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
         als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),

@@ -1,0 +1,102 @@
+"""The evaluate job end to end on generated data: table, report, JSON lines, rerun identical."""
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import evaluate
+from stpipe import tables
+from stpipe.adapters import synthetic
+from stpipe.config import load_settings, replace
+from stpipe.errors import ConfigError
+
+CUTOFF = dt.date(2024, 2, 10)
+HORIZON = 14
+GEN = dict(rows=2000, seed=4, start="2024-01-01", days=60)
+
+
+def _settings(warehouse, report_dir, **extra):
+    return replace(
+        load_settings(),
+        **{
+            "storage.warehouse": warehouse, "run_date": "2024-03-01", "ingest.source": "synthetic",
+            "ingest.rows": GEN["rows"], "ingest.seed": GEN["seed"], "ingest.synthetic_start": GEN["start"],
+            "ingest.synthetic_days": GEN["days"], "evaluate.cutoff": CUTOFF.isoformat(),
+            "evaluate.horizon_days": HORIZON, "evaluate.ks": [5, 10], "evaluate.k": 5,
+            "evaluate.report_dir": report_dir, "evaluate.models": ["pop_global", "own_history", "cooc"],
+            "evaluate.json": True, **extra,
+        },
+    )
+
+
+def _pandas_pop_global_hr5(lines: pd.DataFrame) -> tuple[float, int]:
+    """pop_global's HR@5 (variant all) recomputed from the generated lines with pandas alone."""
+    df = lines.assign(day=lines.ts.dt.date)
+    cutoff, end = CUTOFF, CUTOFF + dt.timedelta(days=HORIZON)
+    hist = df[df.day < cutoff]
+    window = df[(df.day >= cutoff) & (df.day < end)]
+    recent = hist[hist.day >= cutoff - dt.timedelta(days=90)]
+    buyers = recent.groupby("item_id").user_id.nunique().reset_index()
+    top5 = set(buyers.sort_values(["user_id", "item_id"], ascending=[False, True]).item_id[:5])
+    users = sorted(set(window.user_id) & set(hist.user_id))
+    hits = [bool(set(window[window.user_id == u].item_id) & top5) for u in users]
+    return float(np.mean(hits)), len(users)
+
+
+def test_evaluate_job_twice_identical_with_report_and_json(spark, warehouse, tmp_path, capsys):
+    settings = _settings(warehouse, str(tmp_path / "reports"))
+    first = evaluate.run(spark, settings)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    before = tables.read(spark, warehouse, "eval_metrics").toPandas()
+    evaluate.run(spark, replace(settings, **{"evaluate.ingest": False}))  # same orders_clean
+    capsys.readouterr()
+    after = tables.read(spark, warehouse, "eval_metrics").toPandas()
+
+    key = ["level", "model", "variant", "k", "metric"]
+    pd.testing.assert_frame_equal(
+        before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
+    )
+    assert first.rows_out == len(after)
+    # 3 models x 2 variants (own_history: `all` only) x 2 K x 6 metrics
+    assert len(after) == 5 * 2 * 6
+    assert set(after.source) == {"synthetic"} and set(after.cutoff) == {CUTOFF}
+    assert set(after.level) == {"item"}
+
+    pairs = {(x["model"], x["variant"]) for x in lines}
+    assert pairs == {("pop_global", "all"), ("pop_global", "novel"), ("own_history", "all"),
+                     ("cooc", "all"), ("cooc", "novel")}
+    for x in lines:
+        assert {"model", "variant", "users", "ndcg@5", "ndcg@10", "hr@5", "coverage@10"} <= set(x)
+
+    lines_df, _ = synthetic.generate(**GEN)
+    hr5, users = _pandas_pop_global_hr5(lines_df)
+    pop = next(x for x in lines if x["model"] == "pop_global" and x["variant"] == "all")
+    assert pop["users"] == users
+    assert pop["hr@5"] == pytest.approx(hr5, abs=1e-6)
+    row = after[(after.model == "pop_global") & (after.variant == "all") & (after.k == 5) & (after.metric == "hr")]
+    assert row.value.iloc[0] == pytest.approx(hr5)
+    assert row.stderr.iloc[0] == pytest.approx(math.sqrt(hr5 * (1 - hr5) / (users - 1)), rel=1e-6)
+
+    report = Path(tmp_path / "reports" / f"synthetic-{CUTOFF}")
+    text = (report / "report.md").read_text()
+    assert "| own_history |" in text and "ndcg@5" in text
+    assert (report / "item-all-vs-k.png").stat().st_size > 1000
+    assert (report / "item-novel-models.png").stat().st_size > 1000
+
+
+def test_evaluate_requires_a_cutoff(spark, warehouse, tmp_path):
+    settings = _settings(warehouse, str(tmp_path), **{"evaluate.cutoff": None, "evaluate.ingest": False})
+    with pytest.raises(ConfigError, match="cutoff"):
+        evaluate.run(spark, settings)
+
+
+def test_unknown_model_is_named(spark, warehouse, tmp_path):
+    settings = _settings(warehouse, str(tmp_path), **{"evaluate.models": ["pop_global", "magic"]})
+    with pytest.raises(ConfigError, match="magic"):
+        evaluate.model_registry(spark, settings, settings.evaluate.models, orders=None, items=None,
+                                cutoff=CUTOFF)
