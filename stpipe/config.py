@@ -78,14 +78,19 @@ class IngestSettings:
 @dataclass(frozen=True)
 class FeatureSettings:
     # Time zone in which days, hours and weekdays are counted. Timestamps are stored in UTC.
+    # Features and series for run date d read only lines with ts < d 00:00 in this zone.
     timezone: str = "UTC"
-    # How much history before the run date the features look at.
+    # How much history before the run date the features look at (local days d-N .. d-1).
     history_days: int = 365
+    # Window w = the w local days before the run date (d-w .. d-1); names orders_<w>d etc.
     windows_days: list[int] = field(default_factory=lambda: [7, 30, 90])
-    # T of the founding design's time encodings x/T mod 1, log10(x/T), in seconds.
+    # T of the founding design's time encodings x/T mod 1, log10(x/T), in seconds
+    # (x = epoch seconds of the user's last order).
     time_period_seconds: int = 604_800
-    # L of the founding design's space encodings x/L mod 1, in kilometres.
+    # L of the founding design's space encodings x/L mod 1, in kilometres
+    # (x, y = equirectangular km from lat/lon (0, 0)).
     map_extent_km: float = 100.0
+    # Characters of user_space_features.geohash (1..12).
     geohash_precision: int = 5
     # Pseudo-count that shrinks the location quotient of thin regions towards 1.
     lift_prior: float = 20.0
