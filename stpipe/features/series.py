@@ -50,8 +50,8 @@ def sales_series(
 
     ``lines`` come from :func:`stpipe.features.common.history` over ``series_days`` days,
     joined with :func:`stpipe.features.common.attach_category`. One aggregation with
-    grouping sets computes both kinds; the zero fill is a broadcast cross join of the
-    (small) series keys with the calendar.
+    grouping sets computes both kinds; a second, on the small daily totals, gathers each
+    series' days, which are then laid out along the calendar with zeros where none sold.
     """
     if measure not in MEASURES:
         raise ConfigError(
@@ -97,14 +97,14 @@ def sales_series(
         )
         .withColumn("series_id", series_id)
     )
-    keys = daily.select("series_id", "kind", "region", "category").distinct()
-    calendar = daily.sparkSession.range(series_days).select(
-        F.date_add(F.lit(first), F.col("id").cast("int")).alias("date")
+    # zero fill without a join: each series' days as a map, looked up along the calendar
+    per_series = daily.groupBy("series_id", "kind", "region", "category").agg(
+        F.map_from_entries(F.collect_list(F.struct("date", "value"))).alias("by_date")
     )
+    calendar = F.sequence(F.lit(first), F.lit(last), F.expr("INTERVAL 1 DAY"))
     out = (
-        keys.crossJoin(F.broadcast(calendar))
-        .join(daily.select("series_id", "date", "value"), on=["series_id", "date"], how="left")
-        .withColumn("value", F.coalesce(F.col("value"), F.lit(0.0)))
+        per_series.withColumn("date", F.explode(calendar))
+        .withColumn("value", F.coalesce(F.element_at("by_date", F.col("date")), F.lit(0.0)))
         .withColumn("run_date", F.lit(run_date))
     )
     return select_schema(out, SALES_SERIES_SCHEMA)
