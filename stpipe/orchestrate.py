@@ -6,7 +6,8 @@ succeeded, and nothing it depends on has changed since:
 * the config sections it reads (a digest of their values),
 * for the stage that reads the source: the synthetic parameters, or the input files'
   names, sizes and modification times,
-* the Delta data versions of the tables the earlier stages wrote (its inputs),
+* the Delta data versions of its input tables (``Stage.inputs``; by default every
+  table the earlier stages wrote),
 * the Delta data versions of its own output tables (another run may have replaced them).
 
 The fingerprint is stored as JSON in the ``message`` of the stage's ``ok`` row, which
@@ -54,6 +55,8 @@ class Stage:
     config: tuple[str, ...] | None = None
     # Whether it reads the raw input (its files' sizes and times are part of its inputs).
     reads_source: bool = False
+    # Tables it reads; None: every table the stages before it wrote.
+    inputs: tuple[str, ...] | None = None
 
 
 StageSpec = Stage | tuple[str, str]
@@ -108,7 +111,10 @@ def input_fingerprint(
     return {
         "config": config_digest(settings, stage.config),
         "source": source_digest(settings.ingest) if stage.reads_source else None,
-        "inputs": {name: tables.data_version(spark, warehouse, name) for name in upstream},
+        "inputs": {
+            name: tables.data_version(spark, warehouse, name)
+            for name in (upstream if stage.inputs is None else sorted(stage.inputs))
+        },
     }
 
 

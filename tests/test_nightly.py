@@ -57,6 +57,12 @@ def _version(warehouse: str, name: str) -> int:
     return deltalake.DeltaTable(str(Path(warehouse) / name)).version()
 
 
+def _committed(table_dir: Path) -> set[str]:
+    """Data files the table's latest version references, relative to its folder."""
+    uris = deltalake.DeltaTable(str(table_dir)).file_uris()
+    return {str(Path(u.removeprefix("file://")).relative_to(table_dir)) for u in uris}
+
+
 def _run_log(warehouse: str) -> pd.DataFrame:
     return deltalake.DeltaTable(str(Path(warehouse) / "run_log")).to_pandas()
 
@@ -124,32 +130,36 @@ def test_forcing_a_stage_reruns_the_stages_that_read_its_tables(spark, warehouse
     _fake_stage(monkeypatch, "fake_a", "ta", None, 1)
     _fake_stage(monkeypatch, "fake_b", "tb", "ta", 10)
     _fake_stage(monkeypatch, "fake_c", "tc", None, 1)
+    _fake_stage(monkeypatch, "fake_d", "td", "tb", 2)
     stages = [
         orchestrate.Stage("a", "fake_a", config=("ingest",)),
         ("b", "fake_b"),
-        orchestrate.Stage("c", "fake_c", config=("granger",)),
+        orchestrate.Stage("c", "fake_c", config=("granger",), inputs=()),
+        ("d", "fake_d"),  # reads, by default, every table written before it
     ]
     settings = _settings(warehouse)
     run = orchestrate.run_pipeline
-    assert run(spark, settings, stages).details["stages"] == {"a": "ran", "b": "ran", "c": "ran"}
-    assert sorted(_table(warehouse, "tb").x) == [10, 20, 30, 40, 50]
+    ran = run(spark, settings, stages).details["stages"]
+    assert ran == {"a": "ran", "b": "ran", "c": "ran", "d": "ran"}
+    assert sorted(_table(warehouse, "td").x) == [20, 40, 60, 80, 100]
 
+    # b rewrites tb: d (which reads every earlier table) reruns, c (reads none) does not
     outcome = run(spark, settings, stages, force_stages=["b"]).details["stages"]
-    assert outcome == {"a": "skipped", "b": "ran", "c": "skipped"}
+    assert outcome == {"a": "skipped", "b": "ran", "c": "skipped", "d": "ran"}
 
-    # a rewrites ta, so b (which read ta) is no longer complete; c read only tables before a
+    # a rewrites ta: b and d read it
     outcome = run(spark, settings, stages, force_stages=["a"]).details["stages"]
-    assert outcome == {"a": "ran", "b": "ran", "c": "ran"}
+    assert outcome == {"a": "ran", "b": "ran", "c": "skipped", "d": "ran"}
 
-    # config: a changed granger key concerns c (config=("granger",)) and b (all sections)
+    # a changed granger key concerns c (config=("granger",)), b and d (all sections)
     changed = replace(settings, **{"granger.max_lag": settings.granger.max_lag + 1})
     outcome = run(spark, changed, stages).details["stages"]
-    assert outcome == {"a": "skipped", "b": "ran", "c": "ran"}
+    assert outcome == {"a": "skipped", "b": "ran", "c": "ran", "d": "ran"}
 
-    # a table rewritten behind the runner's back makes its stage incomplete
+    # a table rewritten behind the runner's back makes its writer incomplete (and d)
     tables.write(spark.range(1, 3).selectExpr("id AS x"), warehouse, "tc")
     outcome = run(spark, changed, stages).details["stages"]
-    assert outcome == {"a": "skipped", "b": "skipped", "c": "ran"}
+    assert outcome == {"a": "skipped", "b": "skipped", "c": "ran", "d": "ran"}
 
 
 def test_a_failed_stage_is_recorded_and_rerun(spark, warehouse, monkeypatch):
@@ -198,9 +208,9 @@ def test_housekeeping_compacts_small_files_and_vacuums_old_ones(spark, warehouse
     assert result.tables == [name]
 
     table = deltalake.DeltaTable(str(path))
-    assert len(table.files()) == 1  # compacted
-    on_disk = sorted(p.name for p in path.glob("*.parquet"))
-    assert on_disk == sorted(table.files())  # everything else vacuumed
+    assert len(_committed(path)) == 1  # compacted
+    on_disk = {p.name for p in path.glob("*.parquet")}
+    assert on_disk == _committed(path)  # everything else vacuumed
     assert sorted(table.to_pandas().id) == expected
     operations = [h["operation"] for h in table.history()]
     assert "OPTIMIZE" in operations and "VACUUM END" in operations
