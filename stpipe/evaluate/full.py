@@ -3,8 +3,8 @@
 The pipeline stages the recommender reads from (series -> Granger, embed) run into a scratch
 warehouse that holds only the orders before the cutoff, so nothing after it can leak in; then
 :func:`jobs.recommend.recommend` is called once per component set with ``run_date = cutoff``.
-Each call returns long lists (``list_length``), which serve the `all` variant, the `novel`
-variant (history items filtered out by the evaluation) and the category level alike. Users
+Each call returns long lists (``list_length``), which serve the `all` variant and the category
+level; the `novel` variant calls it with ``allow_repeat=False``. Users
 without history get their region's cold-start template (user_id ``*``).
 
 When the recommender or a stage it needs fails, the model raises :class:`ModelUnavailable` with
@@ -107,7 +107,10 @@ def models(
 
     def make(name: str, components: frozenset[str]) -> Model:
         def model(history: DataFrame, ctx: EvalContext) -> DataFrame:
-            if name not in state:
+            # `novel` asks the recommender for new items only (allow_repeat=False), which also
+            # fits its fusion on new-item labels; `all` and the category level allow repeats.
+            key = (name, not ctx.exclude_seen)
+            if key not in state:
                 try:
                     from jobs.recommend import recommend
                     from stpipe.recommend import RecommendOptions
@@ -118,15 +121,15 @@ def models(
                     opts = RecommendOptions.from_settings(settings.recommend, settings.features.timezone)
                     recs = recommend(
                         spark, **data, run_date=cutoff, components=components,
-                        k=max(list_length, ctx.n), allow_repeat=True, opts=opts,
+                        k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
                     )
-                    state[name] = recs.select("user_id", "region", "rank", "item_id").toPandas()
+                    state[key] = recs.select("user_id", "region", "rank", "item_id").toPandas()
                 except Exception as exc:
                     log.warning("full: %s failed", name, exc_info=True)
                     raise ModelUnavailable(
                         f"recommend failed: {exc.__class__.__name__}: {_first_line(exc)}"
                     ) from None
-            recs = lists_for_users(state[name], ctx.users, ctx.n if not ctx.exclude_seen else list_length)
+            recs = lists_for_users(state[key], ctx.users, ctx.n)
             return to_spark(ctx.spark, recs)
 
         model.__name__ = name

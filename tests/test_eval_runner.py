@@ -1,0 +1,68 @@
+"""The runner: both variants, the category level with cold users, unavailable models; `full`'s
+cold-start mapping."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+from pyspark.sql import types as T
+
+from stpipe.evaluate import baselines as B
+from stpipe.evaluate.full import lists_for_users
+from stpipe.evaluate.runner import ModelUnavailable, evaluate_split
+
+ORDER_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType()),
+        T.StructField("item_id", T.StringType()),
+        T.StructField("ts", T.TimestampType()),
+        T.StructField("region", T.StringType()),
+    ]
+)
+
+
+def test_lists_for_users_uses_region_templates_for_cold_users():
+    recs = pd.DataFrame(
+        [("u1", "north", 1, "a"), ("u1", "north", 2, "b"), ("u1", "north", 3, "c"),
+         ("*", "north", 1, "z"), ("*", "north", 2, "y"), ("*", "south", 1, "s")],
+        columns=["user_id", "region", "rank", "item_id"],
+    )
+    users = pd.DataFrame({"user_id": ["u1", "u5", "u6"], "region": ["north", "north", "mars"]})
+    out = lists_for_users(recs, users, 2)
+    assert out.values.tolist() == [["u1", 1, "a"], ["u1", 2, "b"], ["u5", 1, "z"], ["u5", 2, "y"]]
+
+
+def _broken(history, ctx):
+    raise ModelUnavailable("not built")
+
+
+def test_evaluate_split_variants_category_level_and_unavailable(spark):
+    t = dt.datetime
+    rows = [
+        ("u1", "a", t(2024, 2, 20, 10), "north"),
+        ("u1", "b", t(2024, 2, 25, 10), "north"),
+        ("u2", "a", t(2024, 2, 21, 10), "south"),
+        ("u1", "c", t(2024, 3, 3, 10), "north"),
+        ("u3", "b", t(2024, 3, 4, 10), "south"),  # cold: only at the category level
+    ]
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "category": ["X", "Y", "X"]})
+    result = evaluate_split(
+        spark, spark.createDataFrame(rows, ORDER_SCHEMA), items,
+        {"pop_global": B.pop_global, "broken": _broken},
+        cutoff=dt.date(2024, 3, 1), horizon_days=7, ks=[1, 2], k=2, category_level=True,
+        category_candidates=10,
+    )
+    assert result.unavailable == {"broken": "not built"}
+    assert result.facts["cold truth users (no history, not in item metrics)"] == 1
+    m = result.metrics.set_index(["level", "variant", "k", "metric"]).value
+    # item level: u1's list [a, b] misses c; in `novel` a and b are removed and nothing is left
+    assert m[("item", "all", 2, "hr")] == 0.0
+    assert m[("item", "novel", 2, "hr")] == 0.0
+    assert m[("item", "all", 2, "coverage")] == pytest.approx(2 / 2)
+    # category level: u1 [X, Y] vs {X}; u3 (cold) [X, Y] vs {Y}
+    assert m[("category", "all", 1, "hr")] == pytest.approx(0.5)
+    assert m[("category", "all", 2, "hr")] == pytest.approx(1.0)
+    assert m[("category", "all", 2, "ndcg")] == pytest.approx((1 + 1 / 1.5849625007211562) / 2)
+    assert m[("category", "all", 1, "coverage")] == pytest.approx(1 / 2)
+    users = result.metrics.groupby("level").users.max().to_dict()
+    assert users == {"item": 1, "category": 2}
