@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -28,8 +27,14 @@ from pyspark.sql import types as T
 
 from stpipe.errors import ConfigError
 from stpipe.schema import require_columns, select_schema
-from udfs.granger import STATUS_DUPLICATE_DATES, STATUS_MISSING_DATES, STATUS_OK, TRANSFORMS
-from udfs.granger import apply_granger, bh_qvalues
+from udfs.granger import (
+    STATUS_DUPLICATE_DATES,
+    STATUS_MISSING_DATES,
+    STATUS_OK,
+    TRANSFORMS,
+    apply_granger,
+    finish_family,
+)
 
 SALES_SERIES_COLUMNS = ["run_date", "series_id", "kind", "region", "category", "date", "value"]
 PAIR_KINDS = ("category_within_region", "region_within_category", "category_global")
@@ -168,29 +173,30 @@ def pair_inputs(pairs: DataFrame, arrays: DataFrame) -> DataFrame:
     return pairs.join(cause, "cause_series").join(effect, "effect_series")
 
 
-def add_q_values(tests: DataFrame) -> DataFrame:
-    """Add ``q_value``: Benjamini-Hochberg over every 'ok' row of ``tests`` (one family)."""
-    schema = T.StructType(tests.schema.fields + [T.StructField("q_value", T.DoubleType(), True)])
+def add_family_columns(tests: DataFrame, *, alpha: float) -> DataFrame:
+    """Add ``q_value``, ``significant``, ``best_lag``: the run's tests as one BH family.
 
-    def adjust(frame: pd.DataFrame) -> pd.DataFrame:
-        ok = (frame["status"] == STATUS_OK).to_numpy()
-        p = np.where(ok, frame["p_value"].to_numpy(dtype=np.float64, na_value=np.nan), np.nan)
-        return frame.assign(q_value=bh_qvalues(p))[schema.fieldNames()]
+    BH needs every p-value of the family at once, so all rows meet in one pandas group
+    (a few bytes per test: millions of tests fit); the best lag is found in the same pass.
+    """
+    extra = [
+        T.StructField("q_value", T.DoubleType(), True),
+        T.StructField("significant", T.BooleanType(), False),
+        T.StructField("best_lag", T.BooleanType(), False),
+    ]
+    schema = T.StructType(tests.schema.fields + extra)
 
-    return tests.groupBy(F.lit(0).alias("_family")).applyInPandas(adjust, schema)
+    def finish(frame: pd.DataFrame) -> pd.DataFrame:
+        return finish_family(frame.reset_index(drop=True), alpha=alpha)[schema.fieldNames()]
+
+    return tests.groupBy(F.lit(0).alias("_family")).applyInPandas(finish, schema)
 
 
 def finish_stats(tests: DataFrame, *, run_date: dt.date, alpha: float) -> DataFrame:
     """Per-row test results -> ``granger_stats`` rows (q-values, flags, parsed ids)."""
-    ok = F.col("status") == STATUS_OK
-    by_pair = Window.partitionBy("cause_series", "effect_series").orderBy(
-        F.when(ok, F.lit(0)).otherwise(F.lit(1)), F.col("p_value").asc_nulls_last(), F.col("lag")
-    )
     out = (
-        add_q_values(tests)
+        add_family_columns(tests, alpha=alpha)
         .withColumn("run_date", F.lit(run_date).cast(T.DateType()))
-        .withColumn("significant", F.coalesce(ok & (F.col("q_value") <= alpha), F.lit(False)))
-        .withColumn("best_lag", ok & (F.row_number().over(by_pair) == 1))
         .withColumn("cause_region", series_region(F.col("cause_series")))
         .withColumn("cause_category", series_category(F.col("cause_series")))
         .withColumn("effect_region", series_region(F.col("effect_series")))

@@ -15,6 +15,7 @@ from statsmodels.tsa.stattools import grangercausalitytests
 from udfs.granger import (
     OUTPUT_COLUMNS,
     bh_qvalues,
+    finish_family,
     granger_group,
     granger_tests,
     looks_nonstationary,
@@ -231,3 +232,21 @@ def test_group_function_auto_differences_only_nonstationary_pairs():
     row = out[(out["cause_series"] == "category=c1") & (out["lag"] == 1)].iloc[0]
     ref = statsmodels_reference(noise_effect, causes[1], 1)[1]
     np.testing.assert_allclose(row.f_stat, ref[0], rtol=RTOL)
+
+
+def test_finish_family_by_hand():
+    tests = pd.DataFrame(
+        {
+            "cause_series": ["a", "a", "a", "b", "b", "c"],
+            "effect_series": ["e"] * 6,
+            "lag": [1, 2, 3, 1, 2, 1],
+            "p_value": [0.02, 0.001, 0.001, 0.5, np.nan, np.nan],
+            "status": ["ok", "ok", "ok", "ok", "too_short", "constant"],
+        }
+    )
+    out = finish_family(tests, alpha=0.01)
+    # family: 0.02, 0.001, 0.001, 0.5 (m = 4): q = 0.02*4/3, 0.002, 0.002, 0.5
+    np.testing.assert_allclose(out["q_value"], [0.08 / 3, 0.002, 0.002, 0.5, np.nan, np.nan])
+    assert out["significant"].tolist() == [False, True, True, False, False, False]
+    # a: lags 2 and 3 tie at the smallest p -> lag 2; b: lag 1 (lag 2 is not ok); c: none
+    assert out["best_lag"].tolist() == [False, True, False, True, False, False]

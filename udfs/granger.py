@@ -244,6 +244,28 @@ def bh_qvalues(p_values: np.ndarray) -> np.ndarray:
     return q
 
 
+def finish_family(tests: pd.DataFrame, *, alpha: float) -> pd.DataFrame:
+    """Add ``q_value``, ``significant`` and ``best_lag`` to all tests of one run (one BH family).
+
+    Only 'ok' rows enter the family; other rows get a null q-value and False flags. The best
+    lag of a pair is its 'ok' row with the smallest p-value, ties going to the smaller lag.
+    """
+    ok = (tests["status"] == STATUS_OK).to_numpy()
+    p = np.where(ok, pd.to_numeric(tests["p_value"]).to_numpy(dtype=np.float64, na_value=np.nan),
+                 np.nan)
+    q = bh_qvalues(p)
+    ranked = pd.DataFrame(
+        {"cause": tests["cause_series"].to_numpy(), "effect": tests["effect_series"].to_numpy(),
+         "p": np.where(ok, p, np.inf), "lag": tests["lag"].to_numpy(), "ok": ok}
+    ).sort_values(["cause", "effect", "p", "lag"], kind="stable")
+    first = ~ranked.duplicated(["cause", "effect"], keep="first").to_numpy() & ranked["ok"].to_numpy()
+    best = np.zeros(len(tests), dtype=bool)
+    best[ranked.index.to_numpy()[first]] = True
+    return tests.assign(
+        q_value=q, significant=ok & (np.nan_to_num(q, nan=np.inf) <= alpha), best_lag=best
+    )
+
+
 def looks_nonstationary(x: np.ndarray, *, critical: float = DF_CRITICAL_5PCT) -> bool:
     """Augmented Dickey-Fuller (constant, one lagged difference) fails to reject a unit root.
 
@@ -380,24 +402,20 @@ def _frame(
     pairs: pd.DataFrame, lags: np.ndarray, res: dict[str, np.ndarray], transform: str
 ) -> pd.DataFrame:
     k, n_lags = res["status"].shape
-    frame = pd.DataFrame(
-        {
-            "cause_series": np.repeat(pairs["cause_series"].to_numpy(), n_lags),
-            "effect_series": np.repeat(pairs["effect_series"].to_numpy(), n_lags),
-            "pair_kind": np.repeat(pairs["pair_kind"].to_numpy(), n_lags),
-            "lag": np.tile(lags, k).astype("int32"),
-            "transform": transform,
-        }
-    )
+    columns: dict[str, Any] = {
+        "cause_series": np.repeat(pairs["cause_series"].to_numpy(), n_lags),
+        "effect_series": np.repeat(pairs["effect_series"].to_numpy(), n_lags),
+        "pair_kind": np.repeat(pairs["pair_kind"].to_numpy(), n_lags),
+        "lag": np.tile(lags, k).astype(np.int32),
+        "transform": np.full(k * n_lags, transform, dtype=object),
+    }
     for key in RESULT_KEYS:
         values = res[key].ravel()
-        if key in ("df_num", "df_den", "n_obs"):
-            ints = pd.array(np.where(np.isnan(values), 0, values).astype("int32"), dtype="Int32")
-            ints[np.isnan(values)] = pd.NA
-            frame[key] = ints
-        else:
-            frame[key] = values
-    return frame
+        if key in ("df_num", "df_den", "n_obs"):  # nullable integers
+            missing = np.isnan(values)
+            values = pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int32), missing)
+        columns[key] = values
+    return pd.DataFrame(columns)
 
 
 def apply_granger(
