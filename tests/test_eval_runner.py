@@ -66,3 +66,22 @@ def test_evaluate_split_variants_category_level_and_unavailable(spark):
     assert m[("category", "all", 1, "coverage")] == pytest.approx(1 / 2)
     users = result.metrics.groupby("level").users.max().to_dict()
     assert users == {"item": 1, "category": 2}
+
+
+def test_report_table_and_leader(tmp_path):
+    from stpipe.evaluate.report import leader_line, write_report
+
+    nan = float("nan")
+    m = pd.DataFrame(
+        [("a", "all", "item", 10, "ndcg", 0.30, 0.01, 5), ("b", "all", "item", 10, "ndcg", 0.25, 0.02, 5),
+         ("b", "all", "item", 10, "coverage", 0.5, nan, 5), ("a", "all", "item", 5, "ndcg", 0.2, 0.01, 5)],
+        columns=["model", "variant", "level", "k", "metric", "value", "stderr", "users"],
+    )
+    assert "`a` 0.3000, ahead of `b` 0.2500 by 0.0500 (2.5 standard errors" in leader_line(m, k=10)
+    path = write_report(m, tmp_path, source="s", cutoff="2020-01-01", horizon_days=28, k=10,
+                        model_order=["a", "b"], facts={"users": 5}, unavailable={"full": "not built"})
+    text = path.read_text()
+    assert "| a | 5 | 0.3000 ± 0.0100 | n/a |" in text
+    assert "| b | 5 | 0.2500 ± 0.0200 | 0.5000 |" in text
+    assert "`full`: unavailable (not built)" in text
+    assert (tmp_path / "item-all-vs-k.png").stat().st_size > 1000

@@ -35,6 +35,22 @@ def table_markdown(metrics: pd.DataFrame, *, k: int, model_order: Sequence[str])
     return "\n".join(lines)
 
 
+def leader_line(metrics: pd.DataFrame, *, k: int, metric: str = "ndcg") -> str:
+    """Which model leads ``metric@k`` and by how many standard errors over the runner-up."""
+    at_k = metrics[(metrics.k == k) & (metrics.metric == metric)].dropna(subset=["value"])
+    if len(at_k) < 2:
+        return ""
+    top = at_k.sort_values(["value", "model"], ascending=[False, True]).iloc[:2]
+    best, second = top.iloc[0], top.iloc[1]
+    gap = best.value - second.value
+    se = max(best.stderr, second.stderr) if not math.isnan(best.stderr) else math.nan
+    ratio = f"{gap / se:.1f} standard errors" if se and not math.isnan(se) else "n/a standard errors"
+    return (
+        f"Leader on {metric}@{k}: `{best.model}` {best.value:.4f}, ahead of `{second.model}` "
+        f"{second.value:.4f} by {gap:.4f} ({ratio}, the larger of the two)."
+    )
+
+
 def plot_against_k(metrics: pd.DataFrame, path: Path, *, title: str, model_order: Sequence[str]) -> None:
     """One panel per metric, one line per model, metric against K with standard-error bands."""
     import matplotlib
@@ -130,6 +146,9 @@ def write_report(
         slug = f"{level}-{variant}"
         lines += ["", f"## Level `{level}`, variant `{variant}` (K = {k})", ""]
         lines.append(table_markdown(part, k=k, model_order=model_order))
+        lead = leader_line(part, k=k)
+        if lead:
+            lines += ["", lead]
         plot_models(part, out / f"{slug}-models.png", k=k, title=f"{source} {level} {variant} @ {k}",
                     model_order=model_order)
         plot_against_k(part, out / f"{slug}-vs-k.png", title=f"{source} {level} {variant}: metric vs K",
