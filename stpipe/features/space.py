@@ -44,6 +44,8 @@ from stpipe.errors import ConfigError
 from stpipe.features import geo
 from stpipe.schema import require_columns, select_schema
 
+_ALL = "__all__"  # pseudo-level of region_item_features' internal order totals
+
 REGION_ITEM_SCHEMA = T.StructType(
     [
         T.StructField("run_date", T.DateType(), False),
@@ -88,6 +90,9 @@ def region_item_features(
     )
     if lift_prior < 0:
         raise ConfigError(f"features.lift_prior: expected >= 0, got {lift_prior}")
+    # Each line stands for its order under three keys: its item, its category, and a
+    # pseudo-key "all orders" whose count per region is N_r. One pass over the lines and one
+    # big shuffle; everything after works on the small per-(region, key) counts.
     keyed = lines.select(
         "order_id",
         "region",
@@ -95,17 +100,25 @@ def region_item_features(
             F.array(
                 F.struct(F.lit("item").alias("level"), F.col("item_id").alias("key")),
                 F.struct(F.lit("category").alias("level"), F.col("category").alias("key")),
+                F.struct(F.lit(_ALL).alias("level"), F.lit(_ALL).alias("key")),
             )
         ).alias("k"),
     ).select("order_id", "region", "k.level", "k.key")
     # one row per (region, level, key, order): the counts below are distinct orders
     pairs = keyed.groupBy("region", "level", "key", "order_id").count()
     counts = pairs.groupBy("region", "level", "key").agg(F.count("*").alias("orders"))
-    region_totals = (
-        lines.select("region", "order_id").distinct().groupBy("region")
-        .agg(F.count("*").alias("region_orders"))
+    is_all = F.col("level") == _ALL
+    # N_r and N as windows over the small counts: reusing `counts` in a join would make
+    # Spark plan (and run) the big aggregation twice
+    everything = Window.partitionBy(F.lit(0))
+    counts = (
+        counts.withColumn(
+            "region_orders",
+            F.max(F.when(is_all, F.col("orders"))).over(Window.partitionBy("region")),
+        )
+        .withColumn("market_orders", F.sum(F.when(is_all, F.col("orders"))).over(everything))
+        .where(~is_all)
     )
-    total = region_totals.agg(F.sum("region_orders").alias("market_orders"))
     # n_k = sum of n_rk over regions: a small window over the aggregated counts, no join
     market = F.sum("orders").over(Window.partitionBy("level", "key"))
     a = F.lit(float(lift_prior))
@@ -113,9 +126,7 @@ def region_item_features(
     expected = F.col("region_orders") * F.col("market_key_orders") / F.col("market_orders")
     rank = Window.partitionBy("region", "level").orderBy(F.desc("orders"), F.asc("key"))
     out = (
-        counts.join(F.broadcast(region_totals), "region")
-        .crossJoin(F.broadcast(total))
-        .withColumn("market_key_orders", market)
+        counts.withColumn("market_key_orders", market)
         .withColumn("region_share", n_rk / F.col("region_orders"))
         .withColumn("market_share", F.col("market_key_orders") / F.col("market_orders"))
         .withColumn("lq", F.col("region_share") / F.col("market_share"))
