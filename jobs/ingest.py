@@ -27,7 +27,7 @@ from stpipe.adapters import read_source
 from stpipe.adapters.base import RawInput
 from stpipe.cli import main_for
 from stpipe.config import Settings
-from stpipe.errors import ConfigError, ReconciliationError
+from stpipe.errors import ConfigError, InputError, ReconciliationError
 from stpipe.runlog import StageResult
 from stpipe.schema import REVIEWS, select_schema
 
@@ -72,7 +72,7 @@ def prepare(raw: RawInput, settings: Settings) -> Prepared:
     ingest = settings.ingest
     checked = (
         clean.validate_orders(
-            raw.orders,
+            clean.cluster_by_order(raw.orders),
             run_date=settings.date,
             min_date=ingest.min_date,
             max_future_days=ingest.max_future_days,
@@ -87,6 +87,10 @@ def prepare(raw: RawInput, settings: Settings) -> Prepared:
     )
     # One pass fills the cache and gives rows read, reasons and region spellings.
     stats = checked.groupBy("region", "reason").count().collect()
+    if not stats:
+        checked.unpersist()
+        where = ingest.input or raw.source
+        raise InputError(f"{where}: header only, no data rows")
     spellings: dict[str, int] = {}
     for r in stats:
         if r["region"] is not None:

@@ -234,15 +234,30 @@ def validate_orders(
     )
 
 
+ORDER_KEY = "_order_key"
+
+
+def cluster_by_order(raw: DataFrame) -> DataFrame:
+    """Add the normalised order id as ``_order_key`` and hash-partition the rows by it.
+
+    Done before validation: the one shuffle of an ingest. It also keeps Spark from
+    folding the validation into an in-memory source (``createDataFrame``) and running it
+    row by row, uncompiled, on the driver.
+    """
+    return raw.withColumn(ORDER_KEY, normalise_id(F.col("order_id"))).repartition(ORDER_KEY)
+
+
 def mark_duplicates(df: DataFrame) -> DataFrame:
     """Mark exact duplicates (all but the first, in input order) and conflicting versions.
 
     Within one order: lines with the same line number and the same values, or with the
     very same original record (``raw_record``; sources whose line number is the position
     in the file), are duplicates; lines sharing a line number with different values are
-    conflicting. One shuffle: the data is clustered by order id once and every window
-    below refines that clustering.
+    conflicting. Every window below refines the clustering by ``_order_key`` made by
+    :func:`cluster_by_order`, so they need no shuffle of their own.
     """
+    if ORDER_KEY not in df.columns:
+        df = df.withColumn(ORDER_KEY, F.col("order_id")).repartition(ORDER_KEY)
     ok = F.col("reason").isNull()
     values = F.xxhash64(
         "user_id", "item_id", "_qty", "_price", "_ts", F.lower("region"), "city", "_lat", "_lon"
@@ -250,15 +265,14 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
     df = (
         df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(-1)))
         .withColumn("_vhash", F.when(ok, values))
-        .withColumn("_ok_order", F.when(ok, F.col("order_id")))
-        .repartition("_ok_order")
+        .withColumn("_ok", ok)
     )
     order = [F.col("source_file").asc_nulls_first(), F.col("source_row").asc_nulls_first()]
-    by_line = Window.partitionBy("_ok_order", "_line_key").orderBy("_vhash").rowsBetween(
+    by_line = Window.partitionBy(ORDER_KEY, "_line_key").orderBy("_vhash").rowsBetween(
         Window.unboundedPreceding, Window.unboundedFollowing
     )
-    same_values = Window.partitionBy("_ok_order", "_line_key", "_vhash").orderBy(*order)
-    same_record = Window.partitionBy("_ok_order", "raw_record").orderBy(*order)
+    same_values = Window.partitionBy(ORDER_KEY, "_line_key", "_vhash").orderBy(*order)
+    same_record = Window.partitionBy(ORDER_KEY, "_ok", "raw_record").orderBy(*order)
     df = (
         df.withColumn("_conflict", F.min("_vhash").over(by_line) != F.max("_vhash").over(by_line))
         .withColumn("_copy", F.row_number().over(same_values))

@@ -118,7 +118,7 @@ def read_csv_strings(
     line into the header's fields, ``header_row`` when the line repeats the header,
     else null) are added. Raises InputError naming the
     file and column when a required column is missing, and naming the file when it
-    is empty or has a header but no rows.
+    is empty (a header without rows is found by the job's first count).
     """
     p = existing_path(path, what)
     names = csv_header(p, delimiter=delimiter)
@@ -164,8 +164,6 @@ def read_csv_strings(
         )
         .drop(CORRUPT)
     )
-    if df.limit(1).count() == 0:
-        raise InputError(f"{p}: header only, no data rows")
     return df, names
 
 
