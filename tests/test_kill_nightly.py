@@ -85,7 +85,7 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     names = _tables(warehouse)
     previous = {n: _read(warehouse, n) for n in names}
     wanted = {n: _read(reference, n) for n in names}
-    assert all(not _same(previous[n], wanted[n]) for n in ("orders_clean", "items"))
+    assert not _same(previous["orders_clean"], wanted["orders_clean"])  # the seeds differ
     versions = {n: deltalake.DeltaTable(str(Path(warehouse) / n)).version() for n in names}
     files_before = {n: _data_files(Path(warehouse) / n) for n in names}
 
