@@ -181,7 +181,9 @@ def to_reviews(t: dict[str, DataFrame]) -> DataFrame | None:
         .dropDuplicates(["order_id"])
     )
     r = t["reviews"].where(F.col("parse_error").isNull() & normalise_text(F.col("order_id")).isNotNull())
-    title, message = normalise_text(F.col("review_comment_title")), F.trim(F.col("review_comment_message"))
+    title = normalise_text(F.col("review_comment_title"))
+    # keep the message's inner line breaks; strip any Unicode white space around it
+    message = F.regexp_replace(F.col("review_comment_message"), r"(?U)^\s+|\s+$", "")
     message = F.when(message == "", None).otherwise(message)
     score = F.trim("review_score").try_cast("int")
     return r.join(users, "order_id", "left").select(
