@@ -33,6 +33,17 @@ log = logging.getLogger("stpipe.nightly")
 # too; Stage(..., config=(sections,)) narrows which config changes make it rerun.
 STAGES: list[Stage | tuple[str, str]] = [
     Stage("ingest", "jobs.ingest", config=("ingest",), reads_source=True),
+    Stage("features", "jobs.features", config=("features",), inputs=("orders_clean", "items")),
+    Stage("series", "jobs.series", config=("features",), inputs=("orders_clean", "items")),
+    Stage("granger", "jobs.granger", config=("granger",), inputs=("sales_series",)),
+    Stage(
+        "embed", "jobs.embed", config=("model", "features", "recommend"),
+        inputs=("orders_clean", "items"),
+    ),
+    Stage(
+        "recommend", "jobs.recommend", config=("recommend", "features", "model"),
+        inputs=("orders_clean", "items", "item_embeddings", "granger_stats"),
+    ),
 ]
 
 

@@ -23,7 +23,6 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
     if not _submitted_with_master():
         builder = builder.master(settings.master)
     conf = {
-        "spark.jars": ",".join(str(p) for p in jar_paths(settings.jars_dir)),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
@@ -32,6 +31,10 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
+    if not _submitted_with_master():
+        # Under spark-submit the jars came with --jars (they must be on the JVM's
+        # classpath at start); in a plain Python process the builder starts the JVM.
+        conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings.jars_dir))
     conf.update(settings.conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
