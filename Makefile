@@ -18,6 +18,13 @@ DATE_olist         := 2018-09-01
 DATE_online_retail := 2011-07-01
 DATE_canonical     := $(shell date -u +%F)
 DATE      ?= $(DATE_$(SOURCE))
+# Evaluation cutoff per source (history before it, truth in the HORIZON days after).
+CUTOFF_synthetic     := 2024-05-01
+CUTOFF_olist         := 2018-08-01
+CUTOFF_online_retail := 2011-06-01
+CUTOFF    ?= $(CUTOFF_$(SOURCE))
+HORIZON   ?= 28
+K         ?= 10
 
 export SPARK_LOCAL_IP        := 127.0.0.1
 export PYSPARK_PYTHON        := $(abspath $(PYTHON))
@@ -34,9 +41,11 @@ SPARK_SUBMIT_FLAGS = --master $(MASTER) --jars $(DELTA_JARS) \
 	--conf spark.sql.session.timeZone=UTC
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
 JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
+EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
+EVAL_INPUT  ?= $(if $(INPUT),$(INPUT),../shared/datasets/uci_online_retail_2011h1/online_retail_2011h1.csv.gz)
 INGEST_ARGS = --source $(SOURCE) $(if $(INPUT),--input $(INPUT)) --rows $(ROWS) --seed $(SEED)
 
-.PHONY: help setup run nightly ingest test test-fast lint bench notebooks package clean
+.PHONY: help setup run nightly ingest test test-fast lint bench notebooks evaluate gpu-bench package clean
 
 help: ## show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -68,6 +77,17 @@ test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
+
+evaluate: setup ## offline evaluation vs baselines at CUTOFF (default: Online Retail); report in reports/
+	$(PYTHON) -m jobs.evaluate $(JOB_ARGS) --source $(EVAL_SOURCE) --input $(EVAL_INPUT) --cutoff $(CUTOFF_$(EVAL_SOURCE)) --horizon-days $(HORIZON) --k $(K) --json
+
+notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline first if needed) into reports/notebooks
+	@test -d $(WAREHOUSE)/recommendations || $(MAKE) run
+	$(PYTHON) -m stpipe.notebooks --warehouse $(WAREHOUSE) --date $(DATE) --out reports/notebooks --images docs/img
+	@echo "Open them interactively: $(VENV)/bin/pip install jupyterlab && $(VENV)/bin/jupyter lab notebooks/"
+
+gpu-bench: setup ## the embedding core alone at several batch sizes (on a GPU machine; CPU otherwise)
+	$(PYTHON) scripts/gpu_bench.py
 
 bench: setup ## benchmarks against the standard tools (BENCH="granger embed scaling" to choose)
 	$(PYTHON) -m bench $(BENCH)
