@@ -73,35 +73,23 @@ def run_stage(spark: SparkSession, settings: Settings, stage: str, fn: StageFn) 
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     log.info("stage %s: started for %s", stage, settings.date)
+
+    def record(status: str, result: StageResult | None = None, message: str | None = None) -> None:
+        runlog.record(
+            spark, settings.storage.warehouse, run_date=settings.date, stage=stage,
+            started=started, finished=dt.datetime.now(dt.timezone.utc), status=status,
+            result=result, message=message,
+        )
+
     try:
         result = fn(spark, settings)
     except Exception as exc:
-        finished = dt.datetime.now(dt.timezone.utc)
         try:
-            runlog.record(
-                spark,
-                settings.storage.warehouse,
-                run_date=settings.date,
-                stage=stage,
-                started=started,
-                finished=finished,
-                status="failed",
-                message=one_line(exc),
-            )
+            record("failed", message=one_line(exc))
         except Exception:  # the log must not hide the original failure
             log.warning("could not record the failure of %s in run_log", stage)
         raise
-    finished = dt.datetime.now(dt.timezone.utc)
-    runlog.record(
-        spark,
-        settings.storage.warehouse,
-        run_date=settings.date,
-        stage=stage,
-        started=started,
-        finished=finished,
-        status="ok",
-        result=result,
-    )
+    record("ok", result=result)
     log.info(
         "stage %s: done in %.1fs, rows in %s, rows out %s, tables %s",
         stage,

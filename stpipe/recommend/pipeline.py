@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from stpipe.config import RecommendSettings
 from stpipe.errors import InputError
 from stpipe.recommend import signals
 from stpipe.recommend.catalog import build_catalog
@@ -91,30 +92,14 @@ def normalise_components(components: Iterable[str]) -> frozenset[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class RecommendOptions:
-    """The recommender's settings as plain values (see ``RecommendSettings`` for each)."""
+class RecommendOptions(RecommendSettings):
+    """The recommender's settings as plain values: ``RecommendSettings`` plus the time zone."""
 
-    k: int = 10
-    allow_repeat: bool = True
-    recency_half_life_days: float = 30.0
-    popularity_half_life_days: float = 14.0
-    history_items: int = 50
-    recent_items: int = 5
-    candidates_popular: int = 50
-    candidates_neighbours: int = 50
-    candidates_causal: int = 30
-    trend_ratio: float = 1.5
-    validation_days: int = 28
-    fusion_l2: float = 1.0
-    fusion_max_users: int = 3000
-    score_batch_users: int = 128
-    seed: int = 7
     timezone: str = "UTC"
 
     @classmethod
-    def from_settings(cls, recommend_settings, timezone: str = "UTC") -> RecommendOptions:
-        values = {f.name: getattr(recommend_settings, f.name) for f in dataclasses.fields(cls) if hasattr(recommend_settings, f.name)}
-        return cls(**values, timezone=timezone)
+    def from_settings(cls, recommend_settings: RecommendSettings, timezone: str = "UTC") -> RecommendOptions:
+        return cls(**dataclasses.asdict(recommend_settings), timezone=timezone)
 
 
 def load_catalog(
