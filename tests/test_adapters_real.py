@@ -256,7 +256,7 @@ def test_olist_geolocation_mean_inside_brazil(olist_run):
 
 def test_olist_items_english_category_or_slug_or_unknown(olist_run):
     products, tr = _olist("olist_products_dataset"), _olist("product_category_name_translation")
-    names = dict(zip(tr.product_category_name, tr.product_category_name_english))
+    names = dict(zip(tr.product_category_name, tr.product_category_name_english, strict=True))
     expected = products.product_category_name.map(lambda s: names.get(s, s) if s else "unknown")
     items = olist_run["items"].set_index("item_id")
     assert len(items) == len(products) == 32_951

@@ -16,7 +16,7 @@ import yaml
 
 from jobs import ingest
 from stpipe.adapters import read_source
-from stpipe.config import load_settings, replace
+from stpipe.config import load_settings
 from stpipe.errors import PipelineError
 
 CORPUS = Path(__file__).parent / "bad_inputs"

@@ -64,7 +64,7 @@ def _raw(spark, rows):
     schema["source_row"].dataType = T.LongType()
     full = []
     for i, r in enumerate(rows):
-        values = dict(zip(RAW_ORDER_COLUMNS, r))
+        values = dict(zip(RAW_ORDER_COLUMNS, r, strict=True))
         raw = ",".join("" if v is None else v for v in r)
         full.append(tuple(values[c] for c in RAW_ORDER_COLUMNS) + ("f.csv", i, raw, None, None))
     return spark.createDataFrame(full, schema)

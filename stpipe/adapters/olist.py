@@ -24,7 +24,13 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from stpipe.adapters.base import RawInput, existing_path, finish_raw_orders, read_csv_strings, reject_first
+from stpipe.adapters.base import (
+    RawInput,
+    existing_path,
+    finish_raw_orders,
+    read_csv_strings,
+    reject_first,
+)
 from stpipe.clean import normalise_text, parse_timestamp
 from stpipe.config import IngestSettings
 from stpipe.errors import InputError

@@ -21,7 +21,14 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from stpipe.adapters.base import RawInput, existing_path, finish_raw_orders, raw_record, read_csv_strings, reject_first
+from stpipe.adapters.base import (
+    RawInput,
+    existing_path,
+    finish_raw_orders,
+    raw_record,
+    read_csv_strings,
+    reject_first,
+)
 from stpipe.config import IngestSettings
 
 SOURCE = "online_retail"
