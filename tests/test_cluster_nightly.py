@@ -13,9 +13,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-import deltalake
 import pandas as pd
 import pytest
+from helpers import read_sorted
 
 from jobs import nightly
 from stpipe.config import load_settings, replace
@@ -77,10 +77,7 @@ def _make(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _table(warehouse: Path, name: str) -> pd.DataFrame:
-    df = deltalake.DeltaTable(str(warehouse / name)).to_pandas()
-    df = df[sorted(df.columns)]
-    return df.sort_values(list(df.columns)).reset_index(drop=True)
+_table = read_sorted
 
 
 def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, spark, tmp_path):

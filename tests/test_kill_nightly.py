@@ -18,6 +18,7 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
+from helpers import read_sorted
 
 from jobs import nightly
 from stpipe.config import load_settings, replace
@@ -50,10 +51,7 @@ def _tables(warehouse: str) -> list[str]:
     )
 
 
-def _read(warehouse: str, name: str) -> pd.DataFrame:
-    df = deltalake.DeltaTable(str(Path(warehouse) / name)).to_pandas()
-    df = df[sorted(df.columns)]
-    return df.sort_values(list(df.columns)).reset_index(drop=True)
+_read = read_sorted
 
 
 def _data_files(table_dir: Path) -> set[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
+from helpers import read_sorted
 
 from jobs import nightly
 from stpipe import orchestrate, tables
@@ -38,12 +39,7 @@ def _settings(warehouse: str, **overrides):
     return replace(load_settings(), **base)
 
 
-def _table(warehouse: str, name: str) -> pd.DataFrame:
-    """A table's rows in a canonical order, read with deltalake (not Spark, not stpipe)."""
-    df = deltalake.DeltaTable(str(Path(warehouse) / name)).to_pandas()
-    df = df[sorted(df.columns)]
-    keyable = [c for c in df.columns if not df[c].map(lambda v: isinstance(v, (list, dict))).any()]
-    return df.sort_values(keyable).reset_index(drop=True)
+_table = read_sorted
 
 
 def _data_tables(warehouse: str) -> list[str]:
