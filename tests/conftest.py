@@ -37,6 +37,8 @@ def spark():
                 "spark.driver.memory": "2g",
                 "spark.databricks.delta.snapshotPartitions": "2",
                 "spark.default.parallelism": "2",
+                # VACUUM lists files with this many tasks; Spark's default (10000) costs minutes.
+                "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
             },
         ),
         app_name="stpipe-tests",

@@ -40,6 +40,8 @@ def pipeline_warehouse(spark, tmp_path_factory):
             "run_date": RUN_DATE,
             "ingest.rows": 3000,
             "ingest.synthetic_days": 60,
+            "storage.optimize": False,  # housekeeping has tests of its own
+            "storage.vacuum": False,
         },
     )
     nightly.run(spark, settings)
