@@ -37,7 +37,7 @@ log = logging.getLogger("stpipe.evaluate")
 EVAL_TABLE = "eval_metrics"
 MODEL_ORDER = [
     "pop_global", "pop_region", "own_history", "cooc", "als",
-    "full", "full_no_bert", "full_no_causal", "full_no_timespace",
+    "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc",
 ]
 
 

@@ -148,6 +148,13 @@ class RecommendSettings:
     candidates_popular: int = 50
     candidates_neighbours: int = 50
     candidates_causal: int = 30
+    # "Bought together": new items most co-bought with the user's history (candidates per user),
+    # from an item x item weighted-Jaccard co-occurrence kept sparse (neighbours per item); a
+    # buyer's tie to an item halves every cooc_half_life_days (item complements change slower
+    # than a user's interests, so longer than recency_half_life_days).
+    candidates_cooc: int = 50
+    cooc_neighbours: int = 50
+    cooc_half_life_days: float = 90.0
     # "trending": last-7-day rate at least trend_ratio x the last-30-day rate.
     trend_ratio: float = 1.5
     # Fusion: features as of run_date - validation_days, labels = purchases after.
@@ -173,7 +180,7 @@ class EvaluateSettings:
     models: list[str] = field(
         default_factory=lambda: [
             "pop_global", "pop_region", "own_history", "cooc", "als",
-            "full", "full_no_bert", "full_no_causal", "full_no_timespace",
+            "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc",
         ]
     )
     # Baselines: popularity window, and the time decay exp(-age_days / decay_days).

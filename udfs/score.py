@@ -16,7 +16,10 @@ Signals (features of the fusion model), each in [0, 1] except bert (a cosine in 
 * ``space``: the same popularity within the user's region;
 * ``causal``: how strongly the user's recent categories lead the item's category in
   ``granger_stats`` (sum over categories of the user's category share x strength);
-* ``history``: the user's own recency weight of the item (max 1 over their items).
+* ``history``: the user's own recency weight of the item (max 1 over their items);
+* ``cooc``: "bought together": the user's history weights (as in ``history``) times the
+  item x item co-occurrence matrix of the catalog (SAR-style, the top neighbours per item),
+  divided by the user's largest such score (max 1; 0 without co-occurring items).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-FEATURES = ("bert", "time", "space", "causal", "history")
+FEATURES = ("bert", "time", "space", "causal", "history", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
 # Candidate sources and reasons (bit flags per user x item).
-POPULAR, NEIGHBOUR, CAUSAL, HISTORY, FILLER = 1, 2, 4, 8, 16
+POPULAR, NEIGHBOUR, CAUSAL, HISTORY, FILLER, COOC = 1, 2, 4, 8, 16, 32
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Catalog:
     popular_order: np.ndarray  # item indices, most popular first (market)
     region_order: list[np.ndarray]  # per region, items sold there, most popular there first
     causal: np.ndarray  # (n_cat, n_cat) strength that cause category leads effect category
+    # (n, n) sparse: row item's most co-bought items and their similarity (None: no signal)
+    cooc: sp.csr_matrix | None = None
     _index: dict[str, int] | None = field(default=None, repr=False)
     _by_category: list[np.ndarray] | None = field(default=None, repr=False)
 
@@ -76,6 +82,7 @@ class ScoreParams:
     candidates_popular: int = 50
     candidates_neighbours: int = 50
     candidates_causal: int = 30
+    candidates_cooc: int = 50
     batch_users: int = 128
 
 
@@ -118,11 +125,42 @@ def _top_indices(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def cooc_scores(
+    hist_idx: list[np.ndarray], history: np.ndarray, cooc: sp.csr_matrix | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user x item: sum over the user's items i of history[i] x cooc[i, item], divided by the
+    user's largest sum (so max 1), and the item i contributing most (-1 where nothing does;
+    ties: lower item index)."""
+    n_users, n_items = history.shape
+    score = np.zeros((n_users, n_items), dtype=np.float64)
+    source = np.full((n_users, n_items), -1, dtype=np.int64)
+    if cooc is None or cooc.nnz == 0:
+        return score, source
+    for row, idx in enumerate(hist_idx):
+        if not len(idx):
+            continue
+        idx = np.unique(idx)
+        part = cooc[idx].tocoo()
+        if part.nnz == 0:
+            continue
+        src = idx[part.row]
+        vals = part.data * history[row, src]
+        np.add.at(score[row], part.col, vals)
+        order = np.lexsort((src, -vals, part.col))  # per column: largest contribution, then lower id
+        cols = part.col[order]
+        first = np.r_[True, cols[1:] != cols[:-1]]
+        source[row, cols[first]] = src[order][first]
+        top = score[row].max()
+        if top > 0:
+            score[row] = np.round(score[row] / top, 12)
+    return score, source
+
+
 def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> pd.DataFrame:
     """Candidates, fused scores and the top K items (or all candidates) for each user.
 
     Returns one row per (user, item) kept: user_id, region, is_cold_start, rank, item_id,
-    score, the five component scores, reasons (list of str) and n_candidates.
+    score, the six component scores, reasons (list of str) and n_candidates.
     """
     frames = [
         _score_chunk(users.iloc[start : start + params.batch_users], catalog, params)
@@ -134,7 +172,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
 RESULT_COLUMNS = [
     "user_id", "region", "is_cold_start", "rank", "item_id", "score",
-    "bert_score", "time_score", "space_score", "causal_score", "history_score", "reasons",
+    "bert_score", "time_score", "space_score", "causal_score", "history_score", "cooc_score", "reasons",
     "n_candidates",
 ]
 
@@ -208,6 +246,12 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
                 flags[row, items] |= CAUSAL
                 taken += len(items)
 
+    cooc, cooc_source = cooc_scores(hist_idx, history, catalog.cooc)
+    if "cooc" in on:
+        fresh = np.where(bought | (cooc <= 0), -np.inf, cooc)  # new items the history points to
+        for row, cols in enumerate(_top_indices(fresh, p.candidates_cooc)):
+            flags[row, cols] |= COOC
+
     if "history" in on and p.allow_repeat:
         for row, (idx, w) in enumerate(zip(hist_idx, hist_w, strict=True)):
             if len(idx):
@@ -230,8 +274,9 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "space": space,
         "causal": causal,
         "history": history,
+        "cooc": cooc,
     }
-    return _select(users, catalog, p, flags, features, cat_share, allowed)
+    return _select(users, catalog, p, flags, features, cat_share, allowed, cooc_source)
 
 
 def _select(
@@ -242,6 +287,7 @@ def _select(
     features: dict[str, np.ndarray],
     cat_share: np.ndarray,
     allowed: np.ndarray,
+    cooc_source: np.ndarray,
 ) -> pd.DataFrame:
     rows, cols = np.nonzero(flags)  # only candidates from here on
     values = {
@@ -275,7 +321,9 @@ def _select(
             out["score"].append(float(1.0 / (1.0 + np.exp(-logit[j]))))
             for f in FEATURES:
                 out[f"{f}_score"].append(float(values[f][j]))
-            out["reasons"].append(_reasons(flags[row, item], item, row, catalog, cat_share, p, short, features))
+            out["reasons"].append(
+                _reasons(flags[row, item], item, row, catalog, cat_share, p, short, features, cooc_source)
+            )
             out["n_candidates"].append(int(hi - lo))
     return pd.DataFrame(out)
 
@@ -289,6 +337,7 @@ def _reasons(
     p: ScoreParams,
     short: bool,
     features: dict[str, np.ndarray],
+    cooc_source: np.ndarray,
 ) -> list[str]:
     reasons = []
     if flag & NEIGHBOUR:
@@ -301,6 +350,8 @@ def _reasons(
         effect = catalog.category_codes[item]
         cause = int(np.argmax(cat_share[row] * catalog.causal[:, effect]))
         reasons.append(f"led_by:{catalog.categories[cause]}")
+    if flag & COOC:
+        reasons.append(f"bought_with:{catalog.item_ids[cooc_source[row, item]]}")
     if features["history"][row, item] > 0:
         reasons.append("bought_before")
     if flag & FILLER:

@@ -29,11 +29,13 @@ from stpipe.evaluate.runner import ModelUnavailable
 
 log = logging.getLogger("stpipe.evaluate")
 
+FULL = frozenset({"bert", "time", "space", "causal", "history", "cooc"})
 VARIANTS: dict[str, frozenset[str]] = {
-    "full": frozenset({"bert", "time", "space", "causal", "history"}),
-    "full_no_bert": frozenset({"time", "space", "causal", "history"}),
-    "full_no_causal": frozenset({"bert", "time", "space", "history"}),
-    "full_no_timespace": frozenset({"bert", "causal", "history"}),
+    "full": FULL,
+    "full_no_bert": FULL - {"bert"},
+    "full_no_causal": FULL - {"causal"},
+    "full_no_timespace": FULL - {"time", "space"},
+    "full_no_cooc": FULL - {"cooc"},
 }
 COLD_TEMPLATE_USER = "*"
 
@@ -109,7 +111,14 @@ def models(
         def model(history: DataFrame, ctx: EvalContext) -> DataFrame:
             # `novel` asks the recommender for new items only (allow_repeat=False), which also
             # fits its fusion on new-item labels; `all` and the category level allow repeats.
+            # Only the evaluated users are scored (Olist has ~90k customers with history and
+            # a few hundred returning ones); the category level reuses the item level's lists
+            # when it asks for no new users with history (cold ones get the templates).
             key = (name, not ctx.exclude_seen)
+            wanted = {str(u) for u in ctx.users.user_id if u in ctx.seen}  # cold ones: templates
+            if key in state and not wanted <= state[key + ("users",)]:
+                wanted |= state.pop(key + ("users",))
+                del state[key]
             if key not in state:
                 try:
                     from jobs.recommend import recommend
@@ -122,8 +131,10 @@ def models(
                     recs = recommend(
                         spark, **data, run_date=cutoff, components=components,
                         k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
+                        only_users=wanted,
                     )
                     state[key] = recs.select("user_id", "region", "rank", "item_id").toPandas()
+                    state[key + ("users",)] = wanted
                 except Exception as exc:
                     log.warning("full: %s failed", name, exc_info=True)
                     raise ModelUnavailable(

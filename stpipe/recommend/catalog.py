@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from udfs.score import Catalog
 
@@ -20,6 +21,7 @@ def build_catalog(
     item_pop: pd.DataFrame,
     region_pop: pd.DataFrame,
     causal: pd.DataFrame | None,
+    cooc: pd.DataFrame | None = None,
     *,
     trend_ratio: float = 1.5,
     min_trend_lines: int = 2,
@@ -29,7 +31,7 @@ def build_catalog(
 
     embeddings: item_id, embedding; categories: item_id, category; item_pop: item_id, pop,
     n_7d, n_30d; region_pop: region, item_id, pop; causal: cause_category, effect_category,
-    strength (or None).
+    strength (or None); cooc: item_id, other_id, similarity (or None: no co-occurrence).
     """
     emb = embeddings.sort_values("item_id", kind="stable").drop_duplicates("item_id")
     item_ids = emb["item_id"].astype(str).to_numpy()
@@ -73,6 +75,17 @@ def build_catalog(
             if c is not None and e is not None:
                 strength[c, e] = max(strength[c, e], float(row.strength))
 
+    cooc_matrix = None
+    if cooc is not None:
+        known = cooc[cooc["item_id"].isin(pos.index) & cooc["other_id"].isin(pos.index)]
+        cooc_matrix = sp.csr_matrix(
+            (
+                known["similarity"].to_numpy(dtype=np.float64),
+                (pos[known["item_id"].astype(str)].to_numpy(), pos[known["other_id"].astype(str)].to_numpy()),
+            ),
+            shape=(n, n),
+        )
+
     return Catalog(
         item_ids=item_ids,
         embeddings=vectors,
@@ -85,4 +98,5 @@ def build_catalog(
         popular_order=popular_order,
         region_order=region_order,
         causal=strength,
+        cooc=cooc_matrix,
     )

@@ -40,6 +40,7 @@ RECOMMENDATIONS = T.StructType(
         T.StructField("space_score", T.DoubleType(), False),
         T.StructField("causal_score", T.DoubleType(), False),
         T.StructField("history_score", T.DoubleType(), False),
+        T.StructField("cooc_score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("is_cold_start", T.BooleanType(), False),
     ]
@@ -111,8 +112,12 @@ def load_catalog(
     as_of: dt.date,
     causal_date: dt.date,
     opts: RecommendOptions,
+    with_cooc: bool = True,
 ) -> Catalog:
-    """Signals as of ``as_of`` collected into a driver-side :class:`Catalog`."""
+    """Signals as of ``as_of`` collected into a driver-side :class:`Catalog`.
+
+    ``with_cooc=False`` skips the item x item co-occurrence (its self-join is the costly part).
+    """
     require_columns(item_embeddings, ["item_id", "embedding"], where="item_embeddings")
     require_columns(items, ["item_id", "category"], where="items")
     lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
@@ -124,8 +129,15 @@ def load_catalog(
     region_pop = signals.region_popularity(lines, half_life_days=opts.popularity_half_life_days).toPandas()
     causal = signals.causal_strengths(granger_stats, run_date=causal_date)
     causal_pdf = causal.toPandas() if causal is not None else None
+    cooc = (
+        signals.item_cooccurrence(
+            lines, half_life_days=opts.cooc_half_life_days, neighbours=opts.cooc_neighbours
+        ).toPandas()
+        if with_cooc
+        else None
+    )
     return build_catalog(
-        emb, cats, item_pop, region_pop, causal_pdf,
+        emb, cats, item_pop, region_pop, causal_pdf, cooc,
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
     )
 
@@ -150,7 +162,8 @@ def _params(opts: RecommendOptions, weights: dict[str, float], components: froze
         weights=weights, k=k, components=components, allow_repeat=opts.allow_repeat,
         recent_items=opts.recent_items, history_items=opts.history_items,
         candidates_popular=opts.candidates_popular, candidates_neighbours=opts.candidates_neighbours,
-        candidates_causal=opts.candidates_causal, batch_users=opts.score_batch_users,
+        candidates_causal=opts.candidates_causal, candidates_cooc=opts.candidates_cooc,
+        batch_users=opts.score_batch_users,
     )
 
 
@@ -173,7 +186,8 @@ def train_fusion(
     components = normalise_components(components)
     as_of = run_date - dt.timedelta(days=opts.validation_days)
     catalog = load_catalog(
-        orders, items, item_embeddings, granger_stats, as_of=as_of, causal_date=run_date, opts=opts
+        orders, items, item_embeddings, granger_stats, as_of=as_of, causal_date=run_date, opts=opts,
+        with_cooc="cooc" in components,
     )
     lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
     later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
@@ -231,13 +245,16 @@ def recommend(
     allow_repeat: bool | None = None,
     weights: dict[str, float] | None = None,
     opts: RecommendOptions = RecommendOptions(),
+    only_users: Iterable[str] | None = None,
 ) -> DataFrame:
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
-    ``components`` (subset of bert, time, space, causal, history; ``timespace`` = both)
-    switches signals and their candidate sources off for ablations; ``weights=None`` fits
-    the fusion on the same history first. Returns a frame of the ``recommendations``
-    schema: every user with history, plus one cold-start template per region (user_id '*').
+    ``components`` (subset of bert, time, space, causal, history, cooc; ``timespace`` = time
+    and space) switches signals and their candidate sources off for ablations; ``weights=None``
+    fits the fusion on the same history first. Returns a frame of the ``recommendations``
+    schema: every user with history (only those in ``only_users`` when given: the offline
+    evaluation scores just the users it evaluates), plus one cold-start template per region
+    (user_id '*').
     """
     components = normalise_components(components)
     opts = dataclasses.replace(
@@ -251,10 +268,14 @@ def recommend(
             granger_stats=granger_stats, run_date=run_date, components=components, opts=opts,
         )[0].weights
     catalog = load_catalog(
-        orders, items, item_embeddings, granger_stats, as_of=run_date, causal_date=run_date, opts=opts
+        orders, items, item_embeddings, granger_stats, as_of=run_date, causal_date=run_date, opts=opts,
+        with_cooc="cooc" in components,
     )
     lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
     users = signals.user_histories(lines, half_life_days=opts.recency_half_life_days)
+    if only_users is not None:
+        wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")
+        users = users.join(wanted, "user_id", "left_semi")
     users = users.unionByName(signals.cold_start_templates(users, catalog.regions))
     scored = _score(
         users, catalog, _params(opts, weights, components, opts.k),

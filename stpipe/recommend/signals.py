@@ -178,3 +178,47 @@ def causal_strengths(granger: DataFrame | None, *, run_date: dt.date) -> DataFra
     return g.groupBy("cause_category", "effect_category").agg(
         F.max(F.lit(1.0) - F.col("q_value")).alias("strength")
     )
+
+
+COOCCURRENCE = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("other_id", T.StringType(), False),
+        T.StructField("similarity", T.DoubleType(), False),
+    ]
+)
+
+
+def item_cooccurrence(lines: DataFrame, *, half_life_days: float, neighbours: int) -> DataFrame:
+    """(item_id, other_id, similarity): items bought by the same users, SAR-style, sparse.
+
+    Each user's tie to an item is d_ui = 2^(-age / half-life) of their last purchase of it
+    (``lines`` come from :func:`history_before`, so nothing after the as-of date counts).
+    Similarity is the weighted Jaccard index of the two items' buyer sets,
+    sum_u min(d_ui, d_uj) / (sum_u d_ui + sum_u d_uj - sum_u min(d_ui, d_uj)), in [0, 1]; it is
+    the plain Jaccard index of SAR when nothing decays. Only the ``neighbours`` most similar
+    other items per item are kept (ties: other_id ascending); an item is never its own neighbour.
+    """
+    require_columns(lines, ["user_id", "item_id", "age_days"], where="co-occurrence input")
+    ties = lines.groupBy("user_id", "item_id").agg(
+        F.max(decay(F.col("age_days"), half_life_days)).alias("d")
+    )
+    mass = ties.groupBy("item_id").agg(F.sum("d").alias("mass"))
+    a, b = ties.alias("a"), ties.alias("b")
+    both = (
+        a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.item_id") != F.col("b.item_id")))
+        .groupBy(F.col("a.item_id").alias("item_id"), F.col("b.item_id").alias("other_id"))
+        .agg(F.sum(F.least(F.col("a.d"), F.col("b.d"))).alias("both"))
+    )
+    mass_other = mass.select(F.col("item_id").alias("other_id"), F.col("mass").alias("mass_other"))
+    sim = (
+        both.join(mass, "item_id")
+        .join(mass_other, "other_id")
+        .withColumn(
+            "similarity",
+            F.round(F.col("both") / (F.col("mass") + F.col("mass_other") - F.col("both")), 12),
+        )
+    )
+    w = Window.partitionBy("item_id").orderBy(F.desc("similarity"), F.asc("other_id"))
+    top = sim.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= int(neighbours))
+    return select_schema(top.where(F.col("similarity") > 0), COOCCURRENCE)
