@@ -1,8 +1,9 @@
 """Granger tests: this job's batched core and its Spark grouped-UDF path vs a statsmodels loop.
 
 The same (effect, cause) pairs go through ``grangercausalitytests`` one call per pair, through
-``udfs.granger.granger_tests`` (one call per effect series, as the UDF does) and through
-``udfs.granger.apply_granger`` on Spark. Pairs: real Olist daily series (orders' item lines per
+``udfs.granger.granger_tests_many`` (all pairs in one call; the core), through
+``udfs.granger.granger_tests`` (one call per effect series, for comparison) and through
+``udfs.granger.apply_granger`` on Spark (effects in hash buckets, one pandas call per bucket). Pairs: real Olist daily series (orders' item lines per
 customer state x product category, 2017-01-01 .. 2018-08-31, categories -> categories within each
 of the top states) plus synthetic AR(1) series with planted lags. Reports (pairs x lags) per
 second, the ratios, and the largest relative difference from statsmodels.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from udfs.granger import apply_granger, granger_tests
+from udfs.granger import apply_granger, granger_tests, granger_tests_many
 
 ROOT = Path(__file__).resolve().parent.parent
 OLIST_DIR = ROOT.parent / "shared" / "datasets" / "olist_brazilian_ecommerce"
@@ -28,6 +29,8 @@ MAX_LAG = 7
 TOP_STATES, TOP_CATEGORIES = 5, 10  # 5 x 10 x 9 = 450 real pairs
 SYNTHETIC_GROUPS, SYNTHETIC_PER_GROUP = 6, 10  # 6 x 10 x 9 = 540 synthetic pairs
 SPARK_SCALE = 10  # the Spark path also runs on this many copies of the pairs (rate only)
+SPARK_PARTITIONS = 4
+SPARK_BUCKETS = (4, 8)  # hash buckets of effect series (apply_granger's ``buckets``)
 
 
 def olist_series(olist_dir: Path = OLIST_DIR) -> dict[str, np.ndarray]:
@@ -105,7 +108,21 @@ def run_statsmodels(series: dict[str, np.ndarray], pairs: list[tuple[str, str]])
 
 
 def run_core(series: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
-    """The same numbers from the batched core, one call per effect series."""
+    """The same numbers from the batched core: every pair in one ``granger_tests_many`` call
+    (the arrays are stacked inside the timed function)."""
+    names = sorted({e for _, e in pairs})
+    position = {name: i for i, name in enumerate(names)}
+    res = granger_tests_many(
+        np.stack([series[name] for name in names]),
+        np.stack([series[c] for c, _ in pairs]),
+        np.array([position[e] for _, e in pairs]),
+        MAX_LAG,
+    )
+    return np.stack([res["f_stat"], res["p_value"]], axis=-1)
+
+
+def run_core_per_effect(series: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The same numbers from the core called once per effect series (``granger_tests``)."""
     out = np.empty((len(pairs), MAX_LAG, 2))
     by_effect: dict[str, list[int]] = {}
     for i, (_, effect) in enumerate(pairs):
@@ -132,13 +149,14 @@ def max_rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def spark_path(series: dict[str, np.ndarray], pairs: list[tuple[str, str]], copies: int) -> dict:
-    """Time ``apply_granger`` (grouped pandas UDF) on a cached input of ``copies`` x the pairs."""
+    """Time ``apply_granger`` (grouped pandas UDF) on a cached input of ``copies`` x the pairs,
+    for each number of hash buckets in SPARK_BUCKETS: {(copies, buckets): seconds}."""
     from stpipe.config import SparkSettings
     from stpipe.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = build_session(
-        SparkSettings(master="local[2]", shuffle_partitions=4, log_level="ERROR",
+        SparkSettings(master="local[2]", shuffle_partitions=SPARK_PARTITIONS, log_level="ERROR",
                       conf={"spark.ui.enabled": "false"}),
         app_name="bench-granger",
     )
@@ -160,14 +178,17 @@ def spark_path(series: dict[str, np.ndarray], pairs: list[tuple[str, str]], copi
             schema = ("cause_series string, effect_series string, pair_kind string, "
                       "cause_values array<double>, effect_values array<double>, "
                       "cause_status string, effect_status string")
-            inputs = spark.createDataFrame(frame, schema).repartition(4).cache()
+            inputs = spark.createDataFrame(frame, schema).repartition(SPARK_PARTITIONS).cache()
             inputs.count()
-            tests = apply_granger(inputs, max_lag=MAX_LAG)
-            tests.write.format("noop").mode("overwrite").save()  # warm the Python workers
-            seconds, _ = best_of(lambda t=tests: t.write.format("noop").mode("overwrite").save(), 2)
-            timings[n_copies] = seconds
-            if n_copies == 1:
-                results = tests.toPandas()
+            for buckets in SPARK_BUCKETS:
+                tests = apply_granger(inputs, max_lag=MAX_LAG, buckets=buckets)
+                tests.write.format("noop").mode("overwrite").save()  # warm the Python workers
+                seconds, _ = best_of(
+                    lambda t=tests: t.write.format("noop").mode("overwrite").save(), 2
+                )
+                timings[n_copies, buckets] = seconds
+                if n_copies == 1 and results is None:
+                    results = tests.toPandas()
             inputs.unpersist()
         return {"seconds": timings, "results": results}
     finally:
@@ -185,12 +206,14 @@ def main(out_dir: Path) -> dict:
     series = {**real, **synthetic}
     pairs = within_group_pairs(real) + within_group_pairs(synthetic)
     n_tests = len(pairs) * MAX_LAG
+    load_before = os.getloadavg()
 
     cpu = time.process_time  # this process only: a fairer clock on a shared machine
     sm_cpu, _ = best_of(lambda: run_statsmodels(series, pairs[::10]), 1, cpu)
     sm_seconds, reference = best_of(lambda: run_statsmodels(series, pairs), 1)
-    core_cpu, _ = best_of(lambda: run_core(series, pairs), 3, cpu)
-    core_seconds, core = best_of(lambda: run_core(series, pairs), 3)
+    core_cpu, _ = best_of(lambda: run_core(series, pairs), 5, cpu)
+    core_seconds, core = best_of(lambda: run_core(series, pairs), 5)
+    per_effect_seconds, per_effect = best_of(lambda: run_core_per_effect(series, pairs), 3)
     spark = spark_path(series, pairs, SPARK_SCALE)
     sp = spark["results"].set_index(["cause_series", "effect_series", "lag"]).sort_index()
     keys = [(c, f"{e}#0", lag) for c, e in pairs for lag in range(1, MAX_LAG + 1)]
@@ -198,10 +221,9 @@ def main(out_dir: Path) -> dict:
 
     rate = lambda tests, seconds: round(tests / seconds, 1)  # noqa: E731
     sm_rate = rate(n_tests, sm_seconds)
-    spark_rate = rate(n_tests, spark["seconds"][1])
-    spark_scale_rate = rate(n_tests * SPARK_SCALE, spark["seconds"][SPARK_SCALE])
+    sm_cpu_rate = rate(len(pairs[::10]) * MAX_LAG, sm_cpu)
     n_real = len(within_group_pairs(real))
-    return {
+    out = {
         "pairs": len(pairs),
         "pairs_olist": n_real,
         "pairs_synthetic": len(pairs) - n_real,
@@ -213,23 +235,33 @@ def main(out_dir: Path) -> dict:
         "core_seconds": round(core_seconds, 4),
         "core_tests_per_s": rate(n_tests, core_seconds),
         "core_ratio": round(sm_seconds / core_seconds, 1),
-        "statsmodels_cpu_tests_per_s": rate(len(pairs[::10]) * MAX_LAG, sm_cpu),
+        "statsmodels_cpu_tests_per_s": sm_cpu_rate,
         "core_cpu_tests_per_s": rate(n_tests, core_cpu),
-        "core_cpu_ratio": round(rate(n_tests, core_cpu) / rate(len(pairs[::10]) * MAX_LAG, sm_cpu), 1),
-        "spark_seconds": round(spark["seconds"][1], 3),
-        "spark_tests_per_s": spark_rate,
-        "spark_ratio": round(spark_rate / sm_rate, 1),
-        f"spark_x{SPARK_SCALE}_tests": n_tests * SPARK_SCALE,
-        f"spark_x{SPARK_SCALE}_seconds": round(spark["seconds"][SPARK_SCALE], 3),
-        f"spark_x{SPARK_SCALE}_tests_per_s": spark_scale_rate,
-        f"spark_x{SPARK_SCALE}_ratio": round(spark_scale_rate / sm_rate, 1),
+        "core_cpu_ratio": round(rate(n_tests, core_cpu) / sm_cpu_rate, 1),
+        "core_per_effect_seconds": round(per_effect_seconds, 4),
+        "core_per_effect_ratio": round(sm_seconds / per_effect_seconds, 1),
+    }
+    for (n_copies, buckets), seconds in sorted(spark["seconds"].items()):
+        name = f"spark_b{buckets}" if n_copies == 1 else f"spark_x{n_copies}_b{buckets}"
+        spark_rate = rate(n_tests * n_copies, seconds)
+        out[f"{name}_seconds"] = round(seconds, 3)
+        out[f"{name}_tests_per_s"] = spark_rate
+        out[f"{name}_ratio"] = round(spark_rate / sm_rate, 1)
+    out.update({
         "max_rel_err_f_core": max_rel_err(core[..., 0], reference[..., 0]),
         "max_rel_err_p_core": max_rel_err(core[..., 1], reference[..., 1]),
+        "max_rel_err_f_core_per_effect": max_rel_err(per_effect[..., 0], reference[..., 0]),
         "max_rel_err_f_spark": max_rel_err(spark_values[..., 0], reference[..., 0]),
         "max_rel_err_p_spark": max_rel_err(spark_values[..., 1], reference[..., 1]),
-        "note": "tests = pairs x lags; statsmodels: one grangercausalitytests call per pair; "
-        "spark: grouped pandas UDF on cached input, Python workers warm, local[2]",
-    }
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": "tests = pairs x lags; ratios on wall time of the same pairs in this run (cpu: "
+        "process CPU time, statsmodels on every 10th pair); statsmodels: one "
+        "grangercausalitytests call per pair; core: one granger_tests_many call for all pairs; "
+        "spark: grouped pandas UDF over hash buckets of effect series (b<n>), cached input, "
+        f"Python workers warm, local[2], {SPARK_PARTITIONS} shuffle partitions",
+    })
+    return out
 
 
 if __name__ == "__main__":

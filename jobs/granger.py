@@ -42,6 +42,7 @@ def run(spark: SparkSession, settings: Settings) -> StageResult:
         transform=cfg.transform,
         min_nonzero_days=cfg.min_nonzero_days,
         pair_kinds=cfg.pair_kinds,
+        udf_buckets=cfg.udf_buckets,
     ).persist(StorageLevel.MEMORY_AND_DISK)
     n_rows = tables.write(stats, warehouse, GRANGER_STATS, replace={"run_date": run_date})
     summary = stats.groupBy("status").agg(

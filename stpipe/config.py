@@ -114,6 +114,9 @@ class GrangerSettings:
     pair_kinds: list[str] = field(
         default_factory=lambda: ["category_within_region", "region_within_category", "category_global"]
     )
+    # Hash buckets of effect series for the grouped UDF (each pandas call solves the pairs of
+    # all effects in its bucket at once); 0: spark.sql.shuffle.partitions.
+    udf_buckets: int = 0
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,12 @@ def series_category(series_id: Column) -> Column:
     return F.when(series_id.rlike(pattern), F.regexp_extract(series_id, pattern, 1))
 
 
-def check_params(*, max_lag: int, transform: str, pair_kinds: list[str], alpha: float) -> None:
+def check_params(
+    *, max_lag: int, transform: str, pair_kinds: list[str], alpha: float, udf_buckets: int = 0
+) -> None:
     """Reject settings that cannot give a meaningful run, naming the key."""
+    if udf_buckets < 0:
+        raise ConfigError(f"granger.udf_buckets: must be 0 (shuffle partitions) or more, got {udf_buckets}")
     if max_lag < 1:
         raise ConfigError(f"granger.max_lag: must be at least 1, got {max_lag}")
     if transform not in TRANSFORMS:
@@ -216,9 +220,15 @@ def granger_stats(
     transform: str = "none",
     min_nonzero_days: int = 0,
     pair_kinds: list[str] | tuple[str, ...] = PAIR_KINDS,
+    udf_buckets: int = 0,
 ) -> DataFrame:
-    """``sales_series`` -> ``granger_stats`` for one run date (the slice with that run_date)."""
-    check_params(max_lag=max_lag, transform=transform, pair_kinds=list(pair_kinds), alpha=alpha)
+    """``sales_series`` -> ``granger_stats`` for one run date (the slice with that run_date).
+
+    ``udf_buckets``: hash buckets of effect series, one pandas call each (0: the session's
+    shuffle partitions); the rows do not depend on it.
+    """
+    check_params(max_lag=max_lag, transform=transform, pair_kinds=list(pair_kinds), alpha=alpha,
+                 udf_buckets=udf_buckets)
     require_columns(sales_series, SALES_SERIES_COLUMNS, where="sales_series")
     series = sales_series.where(F.col("run_date") == F.lit(run_date).cast(T.DateType()))
     pairs = select_pairs(
@@ -226,6 +236,7 @@ def granger_stats(
     )
     inputs = pair_inputs(pairs, series_arrays(series))
     tests = apply_granger(
-        inputs, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days
+        inputs, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days,
+        buckets=udf_buckets or None,
     )
     return finish_stats(tests, run_date=run_date, alpha=alpha)

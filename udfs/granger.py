@@ -7,18 +7,23 @@ regresses y_t on a constant and y_{t-1..t-p}, the unrestricted one adds x_{t-1..
 ``chi2 = n_obs (ssr_r - ssr_u) / ssr_u`` with p degrees of freedom.
 
 How it stays exact and fast: the restricted model depends only on the effect series, so it
-is fitted once per effect and lag (Householder QR). Each cause's lag block is centred and
-projected onto the orthogonal complement of that design; the small Gram matrix of what is left
-gives ``ssr_r - ssr_u`` directly as ``score' G^-1 score``, for all causes and with no
-subtraction of two nearly equal sums of squares (the cancellation that made a naive
-normal-equations prototype drift to 5.6e-9 relative error). Where the cause explains almost
+is fitted once per effect and lag (Householder QR, all effects in one batched call). What a
+cause adds is measured in the orthogonal complement of that design: the Gram matrix G of the
+cause's lag block after projection and the score (block' restricted residual) give
+``ssr_r - ssr_u = score' G^-1 score`` directly, with no subtraction of two nearly equal sums
+of squares (the cancellation that made a naive normal-equations prototype drift to 5.6e-9
+relative error). G is formed as the cause's own lag Gram matrix (from lagged-product sums of
+the series) less its part along the restricted design (products with Q, one matrix product
+per lag column for all pairs); rows where that difference would cancel, and near-perfect fits
+or singular designs, are recomputed by explicit projection. Where the cause explains almost
 nothing (``ssr_r - ssr_u < 1e-4 ssr_r``, F close to 0) statsmodels' own value carries that
 cancellation, up to ~2e-8 relative on real series; those few rows repeat its arithmetic
 (SVD pseudo-inverse OLS, same column order) so the table agrees with the reference to ~1e-10
 everywhere instead of being "more exact" than it.
 
-``granger_tests`` and ``bh_qvalues`` are plain numpy; ``granger_group`` is the pandas function
-that ``apply_granger`` runs in a grouped pandas UDF (one group per effect series).
+``granger_tests_many`` (all pairs of many effect series at once), ``granger_tests`` (one
+effect) and ``bh_qvalues`` are plain numpy; ``granger_group`` is the pandas function that
+``apply_granger`` runs in a grouped pandas UDF (one group per hash bucket of effect series).
 """
 
 from __future__ import annotations
@@ -46,8 +51,15 @@ TRANSFORMS = ("none", "diff", "auto")
 # the statistic would carry ~1/RTOL times the rounding error, which no reader should trust.
 SINGULAR_RTOL = 1e-9
 # Below this share of ssr_r explained by the cause, F is a difference of nearly equal sums of
-# squares in statsmodels; those rows repeat its arithmetic (see _reference_ssr).
+# squares in statsmodels; those rows repeat its arithmetic (see _reference_ssr_many).
 REFERENCE_ROUNDING_BELOW = 1e-4
+# The fast path forms the orthogonalised Gram matrix as a difference (cause Gram minus its part
+# along the restricted design); rows whose Cholesky pivots fall below this fraction of the
+# column's squared norm, where the difference would lose more than ~5 digits, or whose
+# unrestricted residual is below FAST_RESIDUAL_RTOL of the restricted one, are recomputed by
+# explicit projection.
+FAST_PIVOT_RTOL = 1e-5
+FAST_RESIDUAL_RTOL = 1e-4
 # 5 % critical value of the Dickey-Fuller t statistic with a constant (MacKinnon, asymptotic).
 DF_CRITICAL_5PCT = -2.86
 
@@ -87,23 +99,8 @@ def _lags_constant(changes: np.ndarray, lag: int) -> np.ndarray:
 def _project_out(q: np.ndarray, z: np.ndarray) -> np.ndarray:
     """``z`` minus its projection on the orthonormal columns of ``q``, done twice."""
     for _ in range(2):
-        z = z - q @ (q.T @ z)  # broadcasts over a leading batch axis
+        z = z - q @ (q.swapaxes(-1, -2) @ z)  # broadcasts over leading batch axes
     return z
-
-
-def _reference_ssr(design: np.ndarray, target: np.ndarray) -> float:
-    """Sum of squared residuals computed as statsmodels' OLS(...).fit() does (SVD pinv).
-
-    Used only where the F statistic is a difference of two nearly equal sums of squares:
-    there statsmodels' own rounding (up to ~1e-8 relative in F) exceeds the 1e-9 agreement
-    the table promises, so those rows repeat its arithmetic step for step.
-    """
-    u, s, vt = np.linalg.svd(design, False)
-    cutoff = 1e-15 * np.maximum.reduce(s)
-    s = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
-    pinv = np.dot(np.transpose(vt), np.multiply(s[:, np.newaxis], np.transpose(u)))
-    resid = target - np.dot(design, np.dot(pinv, target))
-    return float(np.dot(resid, resid))
 
 
 def granger_tests(effect: np.ndarray, causes: np.ndarray, max_lag: int) -> dict[str, np.ndarray]:
@@ -112,7 +109,7 @@ def granger_tests(effect: np.ndarray, causes: np.ndarray, max_lag: int) -> dict[
     ``effect`` has shape (T,), ``causes`` (k, T) (or (T,) for one cause), both finite and on the
     same daily grid. Returns arrays of shape (k, max_lag): ``f_stat``, ``p_value``, ``df_num``,
     ``df_den``, ``chi2_stat``, ``chi2_p_value``, ``n_obs`` (float; NaN where the status is not
-    ok) and ``status`` (str). Column j is lag j + 1.
+    ok) and ``status`` (str). Column j is lag j + 1. One effect of ``granger_tests_many``.
     """
     y = np.asarray(effect, dtype=np.float64)
     xs = np.asarray(causes, dtype=np.float64)
@@ -120,83 +117,273 @@ def granger_tests(effect: np.ndarray, causes: np.ndarray, max_lag: int) -> dict[
         xs = xs[None, :]
     if y.ndim != 1 or xs.ndim != 2 or xs.shape[1] != y.shape[0]:
         raise ValueError(f"effect (T,) and causes (k, T) expected, got {y.shape} and {xs.shape}")
+    return granger_tests_many(y[None, :], xs, np.zeros(xs.shape[0], dtype=np.int64), max_lag)
+
+
+# Status codes of the hot path (small integers), turned into STATUS_* strings once at the end.
+_CODE_NAMES = np.array(
+    [STATUS_OK, STATUS_TOO_SHORT, STATUS_CONSTANT, STATUS_SINGULAR, STATUS_PERFECT_FIT],
+    dtype=object,
+)
+_OK, _TOO_SHORT, _CONSTANT, _SINGULAR, _PERFECT_FIT = range(5)
+
+
+def granger_tests_many(
+    effects: np.ndarray, causes: np.ndarray, effect_index: np.ndarray, max_lag: int
+) -> dict[str, np.ndarray]:
+    """Granger tests of ``causes[i] -> effects[effect_index[i]]`` for all i and lags 1..max_lag.
+
+    ``effects`` (E, T) and ``causes`` (k, T) are finite series on the same daily grid;
+    ``effect_index`` (k,) says which effect each cause is tested against. Returns what
+    ``granger_tests`` returns, one row per cause, in the order given.
+
+    Per lag, for all pairs at once: the restricted fit of every effect (one batched QR); the
+    products of [Q, restricted residual] with the cause's lag columns (one matrix product per
+    lag column over the effects with equal numbers of causes, straight from the series, no
+    lag-block copies); the cause's own lag Gram matrix from prefix sums of lagged products;
+    the Gram matrix of the cause block orthogonalised against the restricted design as their
+    difference. Rows where that difference cancels (a cause block nearly in the span of the
+    effect's own lags, pivots below ``FAST_PIVOT_RTOL``), where the unrestricted fit is nearly
+    perfect, or where the restricted design is singular take the explicit projection
+    (``_explicit_rows``), so the guard statuses are decided as precisely as before.
+    """
+    ys = np.asarray(effects, dtype=np.float64)
+    xs = np.asarray(causes, dtype=np.float64)
+    idx = np.asarray(effect_index)
+    if ys.ndim != 2 or xs.ndim != 2 or xs.shape[1] != ys.shape[1] or idx.shape != xs.shape[:1]:
+        raise ValueError(
+            f"effects (E, T), causes (k, T) and effect_index (k,) expected, got {ys.shape}, "
+            f"{xs.shape} and {idx.shape}"
+        )
     if max_lag < 1:
         raise ValueError(f"max_lag must be at least 1, got {max_lag}")
-    if not (np.isfinite(y).all() and np.isfinite(xs).all()):
+    if not (np.isfinite(ys).all() and np.isfinite(xs).all()):
         raise ValueError("effect and causes must be finite")
-    k, t_len = xs.shape
+    n_effects, t_len = ys.shape
+    k = xs.shape[0]
+    if k and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n_effects):
+        raise ValueError(f"effect_index must hold integers in [0, {n_effects})")
+    idx = idx.astype(np.int64, copy=False)
+    # Rows sorted by (number of causes of their effect, effect, position): the causes of one
+    # effect are contiguous and effects with equal counts form one dense (E_g, c, T) block.
+    counts = np.bincount(idx, minlength=n_effects)
+    effect_order = np.lexsort((np.arange(n_effects), counts))
+    rank = np.empty(n_effects, dtype=np.int64)
+    rank[effect_order] = np.arange(n_effects)
+    perm = np.argsort(rank[idx], kind="stable")
+    xs, eff = xs[perm], idx[perm]
+    groups = []  # (first row, last row + 1, effect ids, causes per effect)
+    row = 0
+    used = effect_order[counts[effect_order] > 0]
+    for c in np.unique(counts[used]):
+        ids = used[counts[used] == c]
+        groups.append((row, row + ids.size * int(c), ids, int(c)))
+        row += ids.size * int(c)
+
     shape = (k, max_lag)
     explained_all, ssr_u_all = np.full(shape, np.nan), np.full(shape, np.nan)
-    status = np.full(shape, STATUS_OK, dtype=object)
-    y_changes, x_changes = _changes(y), _changes(xs)
+    codes = np.zeros(shape, dtype=np.int8)
+    y_changes, x_changes = _changes(ys), _changes(xs)
+    # Causes less their own mean: the constant is in every design, so the tests are unchanged,
+    # and the products below no longer carry the level (no cancellation far from 0).
+    x0 = xs - xs.mean(axis=-1, keepdims=True)
+    sums = _EdgeSums(x0, max_lag)
+    lagged = [_EdgeSums(x0[:, : t_len - d] * x0[:, d:], max_lag) for d in range(max_lag)]
     eps = np.finfo(np.float64).eps
     for lag in range(1, max_lag + 1):
         col = lag - 1
         if t_len <= 3 * lag + 1:
-            status[:, col] = STATUS_TOO_SHORT
+            codes[:, col] = _TOO_SHORT
+            continue
+        if k == 0:
             continue
         n_obs = t_len - lag
-        target = y[lag:]
-        own = np.column_stack([_lag_block(y, lag), np.ones(n_obs)])
-        constant = _lags_constant(x_changes, lag) | bool(
-            _lags_constant(y_changes, lag) or y_changes[-1] == y_changes[lag]
-        )
+        targets = ys[:, lag:]  # (E, n)
+        own_lags = _lag_block(ys, lag)  # (E, n, p)
+        own = np.concatenate([own_lags, np.ones((n_effects, n_obs, 1))], axis=-1)
         q_r, r_r = np.linalg.qr(own)
-        own_singular = bool(
-            (np.abs(np.diag(r_r)) <= SINGULAR_RTOL * np.linalg.norm(own, axis=0)).any()
-        )
-        resid_r = _project_out(q_r, target[:, None])[:, 0]
-        ssr_r = float(resid_r @ resid_r)
-        cross = _lag_block(xs, lag)  # (k, n, p)
-        # Centring first removes the part along the constant exactly, so that one projection
-        # leaves only rounding of the size of the centred block (levels far from 0 are safe).
-        centred = cross - cross.mean(axis=-2, keepdims=True)
-        cross_perp = centred - q_r @ (q_r.T @ centred)
-        # Gram matrix of the cause block orthogonalised against the restricted design: its
-        # condition is that of the cause's own lags, not of the raw levels and constant.
-        gram = np.matmul(cross_perp.transpose(0, 2, 1), cross_perp)
-        scale = np.sqrt(np.einsum("knp,knp->kp", centred, centred))
+        own_singular = (
+            np.abs(np.diagonal(r_r, axis1=-2, axis2=-1))
+            <= SINGULAR_RTOL * np.sqrt(np.einsum("enq,enq->eq", own, own))
+        ).any(axis=-1)
+        resid_r = _project_out(q_r, targets[..., None])[..., 0]  # (E, n)
+        ssr_r = np.einsum("en,en->e", resid_r, resid_r)
+        y_constant = _lags_constant(y_changes, lag) | (y_changes[:, -1] == y_changes[:, lag])
+        centred_t = targets - targets.mean(axis=-1, keepdims=True)
+        tss = np.einsum("en,en->e", centred_t, centred_t)
+
+        # [Q, resid_r]' times the cause's lag columns x0[j : j + n], j = 0 .. p-1.
+        basis = np.concatenate([q_r, resid_r[..., None]], axis=-1)  # (E, n, p + 2)
+        products = np.empty((k, lag + 2, lag))
+        for first, last, ids, c in groups:
+            series = x0[first:last].reshape(ids.size, c, t_len)
+            basis_g = basis[ids]
+            for j in range(lag):
+                products[first:last, :, j] = (series[:, :, j : j + n_obs] @ basis_g).reshape(
+                    -1, lag + 2
+                )
+        along_q, score = products[:, : lag + 1, :], products[:, lag + 1, :]
+        cross_gram = np.empty((k, lag, lag))  # x0-block' x0-block from prefix sums
+        for i in range(lag):
+            for j in range(i, lag):
+                d = j - i
+                # sum of x0[u] x0[u + d] for u = i .. i + n - 1 (lag - d - i terms after it)
+                cross_gram[:, i, j] = cross_gram[:, j, i] = lagged[d].window(i, lag - d - i)
+        window = np.stack([sums.window(j, lag - j) for j in range(lag)], -1) / n_obs  # means
+        scale2 = np.diagonal(cross_gram, axis1=-2, axis2=-1) - n_obs * window**2
+        gram = cross_gram - along_q.swapaxes(-1, -2) @ along_q
         pivots = _cholesky_pivots(gram)
-        singular = own_singular | (pivots <= SINGULAR_RTOL * scale).any(axis=-1)
-        usable = ~(constant | singular)
-        score = np.einsum("knp,n->kp", cross_perp, resid_r)
-        coef = np.zeros((k, lag))
-        if usable.any():
-            coef[usable] = np.linalg.solve(gram[usable], score[usable][..., None])[..., 0]
-        explained = np.einsum("kp,kp->k", coef, score)  # ssr_r - ssr_u, without cancellation
-        resid_u = resid_r[None, :] - np.einsum("knp,kp->kn", cross_perp, coef)
-        ssr_u = np.einsum("kn,kn->k", resid_u, resid_u)
-        tss = float(((target - target.mean()) ** 2).sum())
-        perfect = (ssr_u == 0) | (ssr_u < eps * tss)
-        ok = usable & ~perfect
-        status[constant, col] = STATUS_CONSTANT
-        status[~constant & singular, col] = STATUS_SINGULAR
-        status[usable & perfect, col] = STATUS_PERFECT_FIT
-        near_zero = ok & (explained < REFERENCE_ROUNDING_BELOW * ssr_r)
-        if near_zero.any():  # statsmodels' column order: y_{t-1} .. y_{t-p}, x_{t-1} .. x_{t-p}, 1
-            own_lags = own[:, -2::-1]
-            ssr_r_ref = _reference_ssr(np.column_stack([own_lags, np.ones(n_obs)]), target)
-            for i in np.flatnonzero(near_zero):
-                joint = np.column_stack([own_lags, cross[i][:, ::-1], np.ones(n_obs)])
-                ssr_u[i] = _reference_ssr(joint, target)
-                explained[i] = ssr_r_ref - ssr_u[i]
+        constant = _lags_constant(x_changes, lag) | y_constant[eff]
+        explicit = ~constant & (
+            own_singular[eff] | (pivots**2 < FAST_PIVOT_RTOL * scale2).any(axis=-1)
+        )
+        fast = ~(constant | explicit)
+        explained = np.zeros(k)
+        if fast.all():
+            coef = np.linalg.solve(gram, score[..., None])[..., 0]
+            explained = np.einsum("kp,kp->k", coef, score)
+        elif fast.any():
+            coef = np.linalg.solve(gram[fast], score[fast][..., None])[..., 0]
+            explained[fast] = np.einsum("kp,kp->k", coef, score[fast])
+        ssr_u = ssr_r[eff] - explained
+        explicit |= fast & (ssr_u < FAST_RESIDUAL_RTOL * ssr_r[eff])
+        fast &= ~explicit
+        codes[constant, col] = _CONSTANT
+        rows = np.flatnonzero(explicit)
+        if rows.size:
+            cross = _lag_block(xs[rows], lag)
+            explained[rows], ssr_u[rows], codes[rows, col] = _explicit_rows(
+                q_r, resid_r, own_singular, tss, cross, eff[rows]
+            )
+        perfect = fast & ((ssr_u == 0) | (ssr_u < eps * tss[eff]))
+        codes[perfect, col] = _PERFECT_FIT
+        ok = codes[:, col] == _OK
+        near_zero = np.flatnonzero(ok & (explained < REFERENCE_ROUNDING_BELOW * ssr_r[eff]))
+        if near_zero.size:
+            ssr_u[near_zero], explained[near_zero] = _reference_near_zero(
+                own_lags, targets, _lag_block(xs[near_zero], lag), eff[near_zero]
+            )
         explained_all[ok, col] = explained[ok]
         ssr_u_all[ok, col] = ssr_u[ok]
-    return _statistics(explained_all, ssr_u_all, status, t_len)
+    unsorted = np.empty_like(perm)
+    unsorted[perm] = np.arange(k)
+    return _statistics(
+        explained_all[unsorted], ssr_u_all[unsorted], _CODE_NAMES[codes[unsorted]], t_len
+    )
+
+
+class _EdgeSums:
+    """Sums of ``values`` (k, L) along the last axis over windows that leave out at most
+    ``width`` terms at each end: the total less a short head and tail (no long prefix sums)."""
+
+    def __init__(self, values: np.ndarray, width: int) -> None:
+        zero = np.zeros(values.shape[:-1] + (1,))
+        self.total = values.sum(axis=-1)
+        self.head = np.concatenate([zero, np.cumsum(values[..., :width], axis=-1)], axis=-1)
+        self.tail = np.concatenate([zero, np.cumsum(values[..., ::-1][..., :width], -1)], -1)
+
+    def window(self, skip_head: int, skip_tail: int) -> np.ndarray:
+        """Sum without the first ``skip_head`` and the last ``skip_tail`` terms."""
+        return self.total - self.head[..., skip_head] - self.tail[..., skip_tail]
+
+
+def _explicit_rows(
+    q_r: np.ndarray,
+    resid_r: np.ndarray,
+    own_singular: np.ndarray,
+    tss: np.ndarray,
+    cross: np.ndarray,
+    eff: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ssr_r - ssr_u, ssr_u, status code) of non-constant rows by explicit projection.
+
+    ``cross`` (m, n, p) holds the rows' cause lag blocks, ``eff`` their effects. The block is
+    centred, projected off the restricted design, and its Gram matrix formed from
+    what is left: no cancellation, so near-singular designs and near-perfect fits are told
+    apart at rounding level.
+    """
+    m, _, lag = cross.shape
+    eps = np.finfo(np.float64).eps
+    centred = cross - cross.mean(axis=-2, keepdims=True)
+    q_rows = q_r[eff]
+    perp = centred - q_rows @ (q_rows.swapaxes(-1, -2) @ centred)
+    perp_t = perp.swapaxes(-1, -2)
+    gram = perp_t @ perp
+    resid_rows = resid_r[eff]
+    score = (perp_t @ resid_rows[..., None])[..., 0]
+    scale = np.sqrt(np.einsum("knp,knp->kp", centred, centred))
+    singular = own_singular[eff] | (_cholesky_pivots(gram) <= SINGULAR_RTOL * scale).any(axis=-1)
+    coef = np.zeros((m, lag))
+    if (~singular).any():
+        coef[~singular] = np.linalg.solve(gram[~singular], score[~singular][..., None])[..., 0]
+    explained = np.einsum("kp,kp->k", coef, score)
+    resid_u = resid_rows - (perp @ coef[..., None])[..., 0]
+    ssr_u = np.einsum("kn,kn->k", resid_u, resid_u)
+    codes = np.where(singular, _SINGULAR, _OK).astype(np.int8)
+    codes[~singular & ((ssr_u == 0) | (ssr_u < eps * tss[eff]))] = _PERFECT_FIT
+    return explained, ssr_u, codes
+
+
+def _reference_near_zero(
+    own_lags: np.ndarray, targets: np.ndarray, cross: np.ndarray, eff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ssr_u, ssr_r - ssr_u) of the given rows as statsmodels computes them.
+
+    Designs in statsmodels' column order: y_{t-1} .. y_{t-p}, [x_{t-1} .. x_{t-p},] 1. The
+    SVDs run as one batched call (the same LAPACK routine per matrix); the pseudo-inverse
+    arithmetic is repeated per row with statsmodels' own calls.
+    """
+    m, n_obs, _ = cross.shape
+    ones = np.ones((m, n_obs, 1))
+    own_rev = own_lags[eff][..., ::-1]
+    joint = np.concatenate([own_rev, cross[..., ::-1], ones], axis=-1)
+    ssr_u = _reference_ssr_many(joint, targets[eff])
+    effects, first = np.unique(eff, return_inverse=True)
+    restricted = np.concatenate(
+        [own_lags[effects][..., ::-1], np.ones((effects.size, n_obs, 1))], axis=-1
+    )
+    ssr_r = _reference_ssr_many(restricted, targets[effects])[first]
+    return ssr_u, ssr_r - ssr_u
+
+
+def _reference_ssr_many(designs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sums of squared residuals as statsmodels' OLS(...).fit() computes them (SVD pinv).
+
+    Used only where the F statistic is a difference of two nearly equal sums of squares:
+    there statsmodels' own rounding (up to ~1e-8 relative in F) exceeds the 1e-9 agreement
+    the table promises, so those rows repeat its arithmetic step for step. The SVDs run as
+    one batched call (the same LAPACK routine per matrix), the rest with its own calls.
+    """
+    u_all, s_all, vt_all = np.linalg.svd(designs, full_matrices=False)
+    out = np.empty(designs.shape[0])
+    for i in range(designs.shape[0]):
+        u, s, vt = u_all[i], s_all[i], vt_all[i]
+        cutoff = 1e-15 * np.maximum.reduce(s)
+        s = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
+        pinv = np.dot(np.transpose(vt), np.multiply(s[:, np.newaxis], np.transpose(u)))
+        resid = targets[i] - np.dot(designs[i], np.dot(pinv, targets[i]))
+        out[i] = np.dot(resid, resid)
+    return out
 
 
 def _cholesky_pivots(gram: np.ndarray) -> np.ndarray:
-    """|R_jj| of the QR of the block behind each (k, p, p) Gram matrix; 0 where not definite."""
-    try:
-        return np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=-2, axis2=-1))
-    except np.linalg.LinAlgError:  # some block is singular: find which, one by one
-        pivots = np.zeros(gram.shape[:2])
-        for i, g in enumerate(gram):
-            try:
-                pivots[i] = np.abs(np.diagonal(np.linalg.cholesky(g)))
-            except np.linalg.LinAlgError:
-                pass
-        return pivots
+    """|R_jj| of the QR of the block behind each (k, p, p) Gram matrix: the diagonal of its
+    Cholesky factor, vectorised over k; 0 from the first non-positive pivot on."""
+    k, p, _ = gram.shape
+    lower = np.zeros_like(gram)
+    pivots = np.zeros((k, p))
+    definite = np.ones(k, dtype=bool)
+    for j in range(p):
+        row = lower[:, j, :j]
+        d = gram[:, j, j] - np.einsum("kj,kj->k", row, row)
+        definite &= d > 0
+        pivot = np.sqrt(np.where(definite, d, 1.0))
+        pivots[:, j] = np.where(definite, pivot, 0.0)
+        lower[:, j, j] = pivot
+        if j + 1 < p:
+            below = gram[:, j + 1 :, j] - (lower[:, j + 1 :, :j] @ row[..., None])[..., 0]
+            lower[:, j + 1 :, j] = below / pivot[:, None]
+    return pivots
 
 
 def _statistics(
@@ -342,69 +529,77 @@ def _series_status(values: np.ndarray, given: str, min_nonzero_days: int) -> str
 def granger_group(
     pairs: pd.DataFrame, *, max_lag: int, transform: str = "none", min_nonzero_days: int = 0
 ) -> pd.DataFrame:
-    """All tests of the pairs of one effect series: one row per (pair, lag), OUTPUT_COLUMNS.
+    """All tests of the given pairs (any number of effect series): one row per (pair, lag),
+    OUTPUT_COLUMNS, sorted by effect, cause and lag.
 
     ``pairs`` has INPUT_COLUMNS: the value arrays in date order, and per-series status
     ('ok' or a reason found upstream, such as 'missing_dates'). Pairs with a bad series get
     that status and null statistics on every lag; ``transform`` 'diff' differences both
-    series, 'auto' differences a pair when either series looks non-stationary.
+    series, 'auto' differences a pair when either series looks non-stationary. The usable
+    pairs of all effects with the same length (and transform) are solved in one
+    ``granger_tests_many`` call.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
-    rows: list[pd.DataFrame] = []
     if pairs.empty:
         return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    pairs = pairs.sort_values(["effect_series", "cause_series"], kind="stable")
-    for _, group in pairs.groupby("effect_series", sort=True):
-        rows.extend(_one_effect(group, max_lag, transform, min_nonzero_days))
-    return pd.concat(rows, ignore_index=True)[OUTPUT_COLUMNS]
-
-
-def _one_effect(
-    group: pd.DataFrame, max_lag: int, transform: str, min_nonzero_days: int
-) -> list[pd.DataFrame]:
-    first = group.iloc[0]
-    effect = np.asarray(first["effect_values"], dtype=np.float64)
-    effect_status = _series_status(effect, first["effect_status"], min_nonzero_days)
-    causes = [np.asarray(v, dtype=np.float64) for v in group["cause_values"]]
-    statuses = []
-    for values, given in zip(causes, group["cause_status"], strict=True):
-        own = _series_status(values, given, min_nonzero_days)
-        if effect_status != STATUS_OK:
-            own = effect_status
-        elif own == STATUS_OK and values.shape != effect.shape:
+    pairs = pairs.sort_values(["effect_series", "cause_series", "pair_kind"], kind="stable")
+    k = len(pairs)
+    names = pairs["effect_series"].to_numpy()
+    starts = np.r_[True, names[1:] != names[:-1]]
+    effect_of_row = np.cumsum(starts) - 1
+    first_rows = np.flatnonzero(starts)
+    effect_values = pairs["effect_values"].to_numpy()
+    effects = [np.asarray(effect_values[i], dtype=np.float64) for i in first_rows]
+    given = pairs["effect_status"].to_numpy()
+    effect_status = [
+        _series_status(values, given[i], min_nonzero_days)
+        for values, i in zip(effects, first_rows, strict=True)
+    ]
+    causes = [np.asarray(v, dtype=np.float64) for v in pairs["cause_values"].to_numpy()]
+    statuses = np.empty(k, dtype=object)
+    for row, (values, cause_given) in enumerate(zip(causes, pairs["cause_status"], strict=True)):
+        e = effect_of_row[row]
+        own = _series_status(values, cause_given, min_nonzero_days)
+        if effect_status[e] != STATUS_OK:
+            own = effect_status[e]
+        elif own == STATUS_OK and values.shape != effects[e].shape:
             own = STATUS_MISSING_DATES
-        statuses.append(own)
-    statuses_arr = np.array(statuses, dtype=object)
-    good = np.flatnonzero(statuses_arr == STATUS_OK)
-    effect_diff = effect_status == STATUS_OK and transform == "auto" and looks_nonstationary(effect)
-    use_diff = np.zeros(len(causes), dtype=bool)
-    if transform == "diff":
-        use_diff[:] = True
-    elif transform == "auto":
-        use_diff[good] = [effect_diff or looks_nonstationary(causes[i]) for i in good]
+        statuses[row] = own
+    good = np.flatnonzero(statuses == STATUS_OK)
+    use_diff = np.full(k, transform == "diff")
+    if transform == "auto":
+        effect_diff: dict[int, bool] = {}
+        cause_diff: dict[str, bool] = {}  # a series id has one value array per run
+        cause_names = pairs["cause_series"].to_numpy()
+        for row in good:
+            e = effect_of_row[row]
+            if e not in effect_diff:
+                effect_diff[e] = looks_nonstationary(effects[e])
+            if cause_names[row] not in cause_diff:
+                cause_diff[cause_names[row]] = looks_nonstationary(causes[row])
+            use_diff[row] = effect_diff[e] or cause_diff[cause_names[row]]
 
-    frames = []
-    lags = np.arange(1, max_lag + 1)
-    for diffed in (False, True):
-        chosen = good[use_diff[good] == diffed]
-        if chosen.size == 0:
-            continue
-        y = np.diff(effect) if diffed else effect
-        xs = np.stack([np.diff(causes[i]) if diffed else causes[i] for i in chosen])
-        res = granger_tests(y, xs, max_lag)
-        frames.append(_frame(group.iloc[chosen], lags, res, "diff" if diffed else "none"))
-    bad = np.flatnonzero(statuses_arr != STATUS_OK)
-    if bad.size:
-        shape = (bad.size, max_lag)
-        res = {key: np.full(shape, np.nan) for key in RESULT_KEYS if key != "status"}
-        res["status"] = np.repeat(statuses_arr[bad][:, None], max_lag, axis=1)
-        frames.append(_frame(group.iloc[bad], lags, res, "diff" if transform == "diff" else "none"))
-    return frames
+    res = {key: np.full((k, max_lag), np.nan) for key in RESULT_KEYS if key != "status"}
+    res["status"] = np.repeat(statuses[:, None], max_lag, axis=1)
+    batches: dict[tuple[bool, int], list[int]] = {}
+    for row in good:
+        batches.setdefault((bool(use_diff[row]), causes[row].size), []).append(row)
+    for (diffed, _), rows_list in sorted(batches.items()):
+        rows = np.asarray(rows_list)
+        ids, local = np.unique(effect_of_row[rows], return_inverse=True)
+        prepare = np.diff if diffed else np.asarray
+        ys = np.stack([prepare(effects[e]) for e in ids])
+        xs = np.stack([prepare(causes[r]) for r in rows])
+        out = granger_tests_many(ys, xs, local.ravel(), max_lag)
+        for key, values in out.items():
+            res[key][rows] = values
+    transforms = np.where(use_diff, "diff", "none").astype(object)
+    return _frame(pairs, np.arange(1, max_lag + 1), res, transforms)[OUTPUT_COLUMNS]
 
 
 def _frame(
-    pairs: pd.DataFrame, lags: np.ndarray, res: dict[str, np.ndarray], transform: str
+    pairs: pd.DataFrame, lags: np.ndarray, res: dict[str, np.ndarray], transforms: np.ndarray
 ) -> pd.DataFrame:
     k, n_lags = res["status"].shape
     columns: dict[str, Any] = {
@@ -412,7 +607,7 @@ def _frame(
         "effect_series": np.repeat(pairs["effect_series"].to_numpy(), n_lags),
         "pair_kind": np.repeat(pairs["pair_kind"].to_numpy(), n_lags),
         "lag": np.tile(lags, k).astype(np.int32),
-        "transform": np.full(k * n_lags, transform, dtype=object),
+        "transform": np.repeat(transforms, n_lags),
     }
     for key in RESULT_KEYS:
         values = res[key].ravel()
@@ -424,12 +619,29 @@ def _frame(
 
 
 def apply_granger(
-    pairs: Any, *, max_lag: int, transform: str = "none", min_nonzero_days: int = 0
+    pairs: Any,
+    *,
+    max_lag: int,
+    transform: str = "none",
+    min_nonzero_days: int = 0,
+    buckets: int | None = None,
 ) -> Any:
-    """Spark wrapper: ``pairs`` (a DataFrame with INPUT_COLUMNS) grouped by effect series."""
+    """Spark wrapper: ``pairs`` (a DataFrame with INPUT_COLUMNS) grouped into ``buckets`` hash
+    buckets of the effect series (default: spark.sql.shuffle.partitions), so that each pandas
+    call solves the pairs of many effects at once. Every pair of an effect lands in the same
+    bucket; the rows do not depend on the number of buckets."""
+    if buckets is None:
+        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+
     def fn(pairs: pd.DataFrame) -> pd.DataFrame:
         return granger_group(
-            pairs, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days
+            pairs.drop(columns="_bucket"), max_lag=max_lag, transform=transform,
+            min_nonzero_days=min_nonzero_days,
         )
 
-    return pairs.select(*INPUT_COLUMNS).groupBy("effect_series").applyInPandas(fn, OUTPUT_DDL)
+    from pyspark.sql import functions as F  # here: the numpy core runs without Spark
+
+    bucket = F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+    return pairs.select(*INPUT_COLUMNS, bucket).groupBy("_bucket").applyInPandas(fn, OUTPUT_DDL)
