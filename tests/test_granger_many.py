@@ -177,3 +177,31 @@ def test_group_with_several_effects_of_different_lengths_matches_statsmodels():
     again = granger_group(frame.sort_values("cause_series", ascending=False), max_lag=3)
     pd.testing.assert_frame_equal(out, again)
     assert list(out["effect_series"]) == ["long"] * 9 + ["short"] * 6
+
+
+def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
+    from udfs.granger import apply_granger
+
+    rng = np.random.default_rng(26)
+    series = {f"category=s{i}": rng.poisson(3.0 + i, 100).astype(float) for i in range(5)}
+    series["category=flat"] = np.full(100, 2.0)
+    names = sorted(series)
+    frame = pd.DataFrame(
+        [(c, e, "category_global", series[c].tolist(), series[e].tolist(), "ok", "ok")
+         for e in names for c in names if c != e],
+        columns=["cause_series", "effect_series", "pair_kind", "cause_values", "effect_values",
+                 "cause_status", "effect_status"],
+    )
+    schema = ("cause_series string, effect_series string, pair_kind string, "
+              "cause_values array<double>, effect_values array<double>, "
+              "cause_status string, effect_status string")
+    inputs = spark.createDataFrame(frame, schema).repartition(3)
+    key = ["effect_series", "cause_series", "lag"]
+    expected = granger_group(frame, max_lag=3).sort_values(key).reset_index(drop=True)
+    assert set(expected["status"]) == {"ok", "constant"}
+    for buckets in (1, 4):
+        got = (apply_granger(inputs, max_lag=3, buckets=buckets).toPandas()
+               .sort_values(key).reset_index(drop=True))
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-12)
+    with pytest.raises(ValueError, match="buckets"):
+        apply_granger(inputs, max_lag=3, buckets=0)

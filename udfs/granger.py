@@ -81,19 +81,30 @@ def _lag_block(x: np.ndarray, lag: int) -> np.ndarray:
     return np.ascontiguousarray(sliding_window_view(x, lag, axis=-1)[..., :n, :])
 
 
-def _changes(x: np.ndarray) -> np.ndarray:
-    """c[..., i] = number of i' <= i with x[i'] != x[i'-1]: a window [a, b) is constant iff
-    c[b - 1] == c[a]."""
-    steps = (x[..., 1:] != x[..., :-1]).astype(np.int64)
-    return np.concatenate([np.zeros(x.shape[:-1] + (1,), np.int64), np.cumsum(steps, axis=-1)], -1)
+class _Changes:
+    """Which windows [a, b) of each series (last axis) are constant, for windows that leave out
+    at most ``width`` values at each end. Only a series without any change in its middle can
+    have one: change counts are kept for those rows alone."""
 
+    def __init__(self, x: np.ndarray, width: int) -> None:
+        steps = x[:, 1:] != x[:, :-1]  # steps[i - 1]: x[i] != x[i - 1]
+        self.n_rows, t_len = x.shape
+        self.rows = np.flatnonzero(~steps[:, width : t_len - width - 1].any(axis=-1))
+        counts = np.cumsum(steps[self.rows], axis=-1, dtype=np.int64)
+        self.counts = np.concatenate([np.zeros((self.rows.size, 1), np.int64), counts], -1)
 
-def _lags_constant(changes: np.ndarray, lag: int) -> np.ndarray:
-    """True where any lag column x_{t-j}, t = lag .. T-1, j = 1..lag, is constant."""
-    t_len = changes.shape[-1]
-    starts = lag - np.arange(1, lag + 1)  # column j covers x[lag - j : T - j]
-    ends = t_len - np.arange(1, lag + 1) - 1
-    return (changes[..., ends] == changes[..., starts]).any(axis=-1)
+    def constant(self, first: np.ndarray | int, stop: np.ndarray | int) -> np.ndarray:
+        """(rows,) or (rows, m): True where x[first:stop] is constant (c[stop-1] == c[first])."""
+        first, stop = np.asarray(first), np.asarray(stop)
+        out = np.zeros((self.n_rows,) + first.shape, dtype=bool)
+        out[self.rows] = self.counts[:, stop - 1] == self.counts[:, first]
+        return out
+
+    def lags_constant(self, lag: int) -> np.ndarray:
+        """True where any lag column x_{t-j}, t = lag .. T-1, j = 1..lag, is constant."""
+        t_len = self.counts.shape[-1]
+        j = np.arange(1, lag + 1)  # column j covers x[lag - j : T - j]
+        return self.constant(lag - j, t_len - j).any(axis=-1)
 
 
 def _project_out(q: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -183,12 +194,13 @@ def granger_tests_many(
     shape = (k, max_lag)
     explained_all, ssr_u_all = np.full(shape, np.nan), np.full(shape, np.nan)
     codes = np.zeros(shape, dtype=np.int8)
-    y_changes, x_changes = _changes(ys), _changes(xs)
+    y_changes, x_changes = _Changes(ys, max_lag), _Changes(xs, max_lag)
     # Causes less their own mean: the constant is in every design, so the tests are unchanged,
     # and the products below no longer carry the level (no cancellation far from 0).
     x0 = xs - xs.mean(axis=-1, keepdims=True)
-    sums = _EdgeSums(x0, max_lag)
-    lagged = [_EdgeSums(x0[:, : t_len - d] * x0[:, d:], max_lag) for d in range(max_lag)]
+    width = min(max_lag, t_len)
+    sums = _EdgeSums(x0, np.ones_like(x0), width)
+    lagged = [_EdgeSums(x0[:, : t_len - d], x0[:, d:], width) for d in range(min(max_lag, t_len))]
     eps = np.finfo(np.float64).eps
     for lag in range(1, max_lag + 1):
         col = lag - 1
@@ -208,7 +220,7 @@ def granger_tests_many(
         ).any(axis=-1)
         resid_r = _project_out(q_r, targets[..., None])[..., 0]  # (E, n)
         ssr_r = np.einsum("en,en->e", resid_r, resid_r)
-        y_constant = _lags_constant(y_changes, lag) | (y_changes[:, -1] == y_changes[:, lag])
+        y_constant = y_changes.lags_constant(lag) | y_changes.constant(lag, t_len)
         centred_t = targets - targets.mean(axis=-1, keepdims=True)
         tss = np.einsum("en,en->e", centred_t, centred_t)
 
@@ -233,7 +245,7 @@ def granger_tests_many(
         scale2 = np.diagonal(cross_gram, axis1=-2, axis2=-1) - n_obs * window**2
         gram = cross_gram - along_q.swapaxes(-1, -2) @ along_q
         pivots = _cholesky_pivots(gram)
-        constant = _lags_constant(x_changes, lag) | y_constant[eff]
+        constant = x_changes.lags_constant(lag) | y_constant[eff]
         explicit = ~constant & (
             own_singular[eff] | (pivots**2 < FAST_PIVOT_RTOL * scale2).any(axis=-1)
         )
@@ -273,18 +285,20 @@ def granger_tests_many(
 
 
 class _EdgeSums:
-    """Sums of ``values`` (k, L) along the last axis over windows that leave out at most
-    ``width`` terms at each end: the total less a short head and tail (no long prefix sums)."""
+    """Sums of ``left * right`` ((k, L) each) along the last axis over windows that leave out
+    at most ``width`` terms at each end: the total less a short head and tail."""
 
-    def __init__(self, values: np.ndarray, width: int) -> None:
-        zero = np.zeros(values.shape[:-1] + (1,))
-        self.total = values.sum(axis=-1)
-        self.head = np.concatenate([zero, np.cumsum(values[..., :width], axis=-1)], axis=-1)
-        self.tail = np.concatenate([zero, np.cumsum(values[..., ::-1][..., :width], -1)], -1)
+    def __init__(self, left: np.ndarray, right: np.ndarray, width: int) -> None:
+        zero = np.zeros((left.shape[0], 1))
+        self.total = np.einsum("kt,kt->k", left, right)
+        head = left[:, :width] * right[:, :width]
+        tail = (left[:, -width:] * right[:, -width:])[:, ::-1]
+        self.head = np.concatenate([zero, np.cumsum(head, axis=-1)], axis=-1)
+        self.tail = np.concatenate([zero, np.cumsum(tail, axis=-1)], axis=-1)
 
     def window(self, skip_head: int, skip_tail: int) -> np.ndarray:
         """Sum without the first ``skip_head`` and the last ``skip_tail`` terms."""
-        return self.total - self.head[..., skip_head] - self.tail[..., skip_tail]
+        return self.total - self.head[:, skip_head] - self.tail[:, skip_tail]
 
 
 def _explicit_rows(
