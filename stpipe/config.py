@@ -60,6 +60,9 @@ class IngestSettings:
     seed: int = 42
     synthetic_start: str = "2024-01-01"
     synthetic_days: int = 180
+    # folder where generated lines are staged as Parquet for Spark to read (executors must see
+    # it); null = <system temp dir>/stpipe-synthetic
+    synthetic_staging: str | None = None
     # validation bounds
     min_date: str = "1990-01-01"
     max_future_days: int = 1

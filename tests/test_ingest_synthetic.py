@@ -59,3 +59,27 @@ def test_ingest_twice_leaves_identical_tables(spark, warehouse):
     assert after.order_date.min() == dt.date(2024, 1, 1)
     history = spark.sql(f"DESCRIBE HISTORY delta.`{tables.table_path(warehouse, 'orders_clean')}`")
     assert history.count() == 2
+
+
+def test_staged_lines_equal_the_generator_and_are_reused(tmp_path):
+    s = replace(
+        load_settings(),
+        **{"ingest.rows": 1500, "ingest.seed": 5, "ingest.synthetic_days": 30,
+           "ingest.synthetic_staging": str(tmp_path)},
+    ).ingest
+    lines, items = synthetic.generate(rows=1500, seed=5, start="2024-01-01", days=30)
+    incomplete = synthetic.staging_folder(s, "x")
+    incomplete.mkdir(parents=True)  # a folder without _COMPLETE (a killed run) is not trusted
+    folder, staged_items = synthetic.stage(s, "x")
+    assert folder == incomplete and (folder / "_COMPLETE").exists()
+    staged = pd.read_parquet(folder).sort_values("source_row").reset_index(drop=True)
+    assert staged["source_row"].tolist() == list(range(len(lines)))
+    assert staged["order_id"].tolist() == lines["order_id"].tolist()
+    assert staged["ts"].tolist() == lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+    assert staged["quantity"].tolist() == lines["quantity"].astype(str).tolist()
+    pd.testing.assert_frame_equal(staged_items, items)
+    mtime = (folder / "_COMPLETE").stat().st_mtime_ns
+    again, again_items = synthetic.stage(s, "x")  # reused, not rewritten
+    assert again == folder and (folder / "_COMPLETE").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(again_items, items)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]

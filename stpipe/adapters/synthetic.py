@@ -20,6 +20,7 @@ Everything follows from ``seed`` and ``rows`` (the target number of order lines)
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -242,7 +243,13 @@ def _users(rng: np.random.Generator, n_users: int, regions: list[str], cats: lis
 
 
 def read_source(spark, ingest):
-    """The generated data as a :class:`~stpipe.adapters.base.RawInput` for the cleaner."""
+    """The generated data as a :class:`~stpipe.adapters.base.RawInput` for the cleaner.
+
+    The lines are written as Parquet to a staging folder first and read back by Spark, like
+    any file source: a pandas frame handed to ``createDataFrame`` becomes one in-memory
+    relation in the driver's plan, which runs out of driver memory at a few hundred thousand
+    lines. Generation is deterministic, so a complete staged copy is reused.
+    """
     rows, seed = ingest.rows, ingest.seed
     start, days = ingest.synthetic_start, ingest.synthetic_days
     from pyspark.sql import functions as F
@@ -250,14 +257,10 @@ def read_source(spark, ingest):
     from stpipe.adapters.base import RawInput, finish_raw_orders, raw_record
     from stpipe.schema import RAW_ORDER_COLUMNS
 
-    lines, items = generate(rows=rows, seed=seed, start=start, days=days)
-    lines = lines.assign(ts=lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S"))
-    lines = lines.astype({c: "string" for c in RAW_ORDER_COLUMNS}).reset_index(names="source_row")
-    lines["lat"] = lines["lat"].mask(lines["lat"].isin(["nan", "<NA>"]))
-    lines["lon"] = lines["lon"].mask(lines["lon"].isin(["nan", "<NA>"]))
     name = f"synthetic(rows={rows},seed={seed},start={start},days={days})"
+    lines_path, items = stage(ingest, name)
     orders = (
-        spark.createDataFrame(lines.astype(object).where(lines.notna(), None))
+        spark.read.parquet(str(lines_path))
         .withColumn("source_file", F.lit(name))
         .withColumn("raw_record", raw_record(RAW_ORDER_COLUMNS))
         .withColumn("reject_reason", F.lit(None).cast("string"))
@@ -269,3 +272,64 @@ def read_source(spark, ingest):
         items=spark.createDataFrame(items.astype(object).where(items.notna(), None)),
         naive_timezone="UTC",
     )
+
+
+STAGING_VERSION = 1  # bump when the generator's output changes, so old staged copies are ignored
+STAGING_FILE_ROWS = 250_000
+
+
+def staging_folder(ingest, name: str) -> Path:
+    """Where the lines of ``name`` are staged: ``ingest.synthetic_staging`` or the temp dir."""
+    import hashlib
+    import tempfile
+
+    base = Path(ingest.synthetic_staging or Path(tempfile.gettempdir()) / "stpipe-synthetic")
+    key = hashlib.sha1(f"v{STAGING_VERSION}:{name}".encode()).hexdigest()[:16]
+    return base.expanduser().resolve() / key
+
+
+def stage(ingest, name: str) -> tuple[Path, pd.DataFrame]:
+    """Generate the lines (raw string columns plus ``source_row``) into Parquet files, once;
+    return their folder and the items frame."""
+    import os
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stpipe.schema import RAW_ORDER_COLUMNS
+
+    folder = staging_folder(ingest, name)
+    if (folder / "_COMPLETE").exists():
+        return folder, _only_items(ingest)
+    lines, items = generate(
+        rows=ingest.rows, seed=ingest.seed, start=ingest.synthetic_start, days=ingest.synthetic_days
+    )
+    lines = lines.assign(ts=lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    lines = lines.astype({c: "string" for c in RAW_ORDER_COLUMNS}).reset_index(names="source_row")
+    for c in ("lat", "lon"):
+        lines[c] = lines[c].mask(lines[c].isin(["nan", "<NA>"]))
+    schema = pa.schema(
+        [pa.field("source_row", pa.int64(), False)]
+        + [pa.field(c, pa.string()) for c in RAW_ORDER_COLUMNS]
+    )
+    partial = folder.with_name(f"{folder.name}.part-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for i, first in enumerate(range(0, len(lines), STAGING_FILE_ROWS)):
+        chunk = lines.iloc[first : first + STAGING_FILE_ROWS]
+        table = pa.Table.from_pandas(chunk, schema=schema, preserve_index=False)
+        pq.write_table(table, partial / f"part-{i:05d}.parquet")
+    (partial / "_COMPLETE").write_text(name + "\n")
+    if (folder / "_COMPLETE").exists():  # another run staged the same lines meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy, if any
+        partial.rename(folder)
+    return folder, items
+
+
+def _only_items(ingest) -> pd.DataFrame:
+    """The items frame without generating the lines (it depends on the seed alone)."""
+    rng = np.random.default_rng(ingest.seed)
+    return _items(rng, list(CATEGORIES)).drop(columns=["base_price"])
