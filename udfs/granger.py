@@ -199,7 +199,7 @@ def granger_tests_many(
     # and the products below no longer carry the level (no cancellation far from 0).
     x0 = xs - xs.mean(axis=-1, keepdims=True)
     width = min(max_lag, t_len)
-    sums = _EdgeSums(x0, np.ones_like(x0), width)
+    sums = _EdgeSums(x0, None, width)
     lagged = [_EdgeSums(x0[:, : t_len - d], x0[:, d:], width) for d in range(min(max_lag, t_len))]
     eps = np.finfo(np.float64).eps
     for lag in range(1, max_lag + 1):
@@ -288,11 +288,16 @@ class _EdgeSums:
     """Sums of ``left * right`` ((k, L) each) along the last axis over windows that leave out
     at most ``width`` terms at each end: the total less a short head and tail."""
 
-    def __init__(self, left: np.ndarray, right: np.ndarray, width: int) -> None:
+    def __init__(self, left: np.ndarray, right: np.ndarray | None, width: int) -> None:
+        """``right`` None: sums of ``left`` itself."""
         zero = np.zeros((left.shape[0], 1))
-        self.total = np.einsum("kt,kt->k", left, right)
-        head = left[:, :width] * right[:, :width]
-        tail = (left[:, -width:] * right[:, -width:])[:, ::-1]
+        if right is None:
+            self.total = left.sum(axis=-1)
+            head, tail = left[:, :width], left[:, -width:][:, ::-1]
+        else:
+            self.total = np.einsum("kt,kt->k", left, right)
+            head = left[:, :width] * right[:, :width]
+            tail = (left[:, -width:] * right[:, -width:])[:, ::-1]
         self.head = np.concatenate([zero, np.cumsum(head, axis=-1)], axis=-1)
         self.tail = np.concatenate([zero, np.cumsum(tail, axis=-1)], axis=-1)
 
@@ -530,14 +535,24 @@ INPUT_COLUMNS = [
 ]
 
 
-def _series_status(values: np.ndarray, given: str, min_nonzero_days: int) -> str:
-    if given != STATUS_OK:
-        return given
-    if not np.isfinite(values).all():
-        return STATUS_MISSING_VALUES
-    if int(np.count_nonzero(values)) < min_nonzero_days:
-        return STATUS_TOO_SPARSE
-    return STATUS_OK
+def _series_statuses(
+    values: list[np.ndarray], given: np.ndarray, min_nonzero_days: int
+) -> np.ndarray:
+    """Per series: the given status unless 'ok', else 'missing_values' (a non-finite value),
+    'too_sparse' (fewer non-zero days than ``min_nonzero_days``) or 'ok'. Vectorised over the
+    series of equal length."""
+    out = np.asarray(given, dtype=object).copy()
+    sizes = np.fromiter((v.size for v in values), dtype=np.int64, count=len(values))
+    for size in np.unique(sizes):
+        rows = np.flatnonzero((sizes == size) & (out == STATUS_OK))
+        if rows.size == 0:
+            continue
+        block = np.stack([values[i] for i in rows]) if size else np.zeros((rows.size, 0))
+        finite = np.isfinite(block).all(axis=1)
+        sparse = np.count_nonzero(block, axis=1) < min_nonzero_days
+        out[rows[~finite]] = STATUS_MISSING_VALUES
+        out[rows[finite & sparse]] = STATUS_TOO_SPARSE
+    return out
 
 
 def granger_group(
@@ -565,21 +580,16 @@ def granger_group(
     first_rows = np.flatnonzero(starts)
     effect_values = pairs["effect_values"].to_numpy()
     effects = [np.asarray(effect_values[i], dtype=np.float64) for i in first_rows]
-    given = pairs["effect_status"].to_numpy()
-    effect_status = [
-        _series_status(values, given[i], min_nonzero_days)
-        for values, i in zip(effects, first_rows, strict=True)
-    ]
+    effect_status = _series_statuses(
+        effects, pairs["effect_status"].to_numpy()[first_rows], min_nonzero_days
+    )[effect_of_row]
     causes = [np.asarray(v, dtype=np.float64) for v in pairs["cause_values"].to_numpy()]
-    statuses = np.empty(k, dtype=object)
-    for row, (values, cause_given) in enumerate(zip(causes, pairs["cause_status"], strict=True)):
-        e = effect_of_row[row]
-        own = _series_status(values, cause_given, min_nonzero_days)
-        if effect_status[e] != STATUS_OK:
-            own = effect_status[e]
-        elif own == STATUS_OK and values.shape != effects[e].shape:
-            own = STATUS_MISSING_DATES
-        statuses[row] = own
+    statuses = _series_statuses(causes, pairs["cause_status"].to_numpy(), min_nonzero_days)
+    effect_bad = effect_status != STATUS_OK
+    statuses[effect_bad] = effect_status[effect_bad]
+    effect_sizes = np.array([e.size for e in effects])[effect_of_row]
+    cause_sizes = np.fromiter((c.size for c in causes), dtype=np.int64, count=k)
+    statuses[(statuses == STATUS_OK) & (cause_sizes != effect_sizes)] = STATUS_MISSING_DATES
     good = np.flatnonzero(statuses == STATUS_OK)
     use_diff = np.full(k, transform == "diff")
     if transform == "auto":
