@@ -374,12 +374,13 @@ def _reference_ssr_many(designs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     one batched call (the same LAPACK routine per matrix), the rest with its own calls.
     """
     u_all, s_all, vt_all = np.linalg.svd(designs, full_matrices=False)
+    # element-wise steps are the same numbers batched; the products run per row as in statsmodels
+    cutoff = 1e-15 * np.maximum.reduce(s_all, axis=-1, keepdims=True)
+    s_all = np.where(s_all > cutoff, 1.0 / np.where(s_all > cutoff, s_all, 1.0), 0.0)
+    scaled = np.multiply(s_all[:, :, np.newaxis], u_all.swapaxes(-1, -2))
     out = np.empty(designs.shape[0])
     for i in range(designs.shape[0]):
-        u, s, vt = u_all[i], s_all[i], vt_all[i]
-        cutoff = 1e-15 * np.maximum.reduce(s)
-        s = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
-        pinv = np.dot(np.transpose(vt), np.multiply(s[:, np.newaxis], np.transpose(u)))
+        pinv = np.dot(np.transpose(vt_all[i]), scaled[i])
         resid = targets[i] - np.dot(designs[i], np.dot(pinv, targets[i]))
         out[i] = np.dot(resid, resid)
     return out
