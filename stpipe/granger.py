@@ -32,7 +32,7 @@ from udfs.granger import (
     STATUS_MISSING_DATES,
     STATUS_OK,
     TRANSFORMS,
-    apply_granger,
+    apply_granger_series,
     finish_family,
 )
 
@@ -163,7 +163,8 @@ def series_arrays(series: DataFrame) -> DataFrame:
 
 
 def pair_inputs(pairs: DataFrame, arrays: DataFrame) -> DataFrame:
-    """Pairs with both series' values and statuses: the grouped UDF's input."""
+    """Pairs with both series' values and statuses: ``apply_granger``'s input (the stage itself
+    passes pairs and arrays to ``apply_granger_series``, which moves each effect's values once)."""
     cause = arrays.select(
         F.col("series_id").alias("cause_series"),
         F.col("values").alias("cause_values"),
@@ -234,9 +235,8 @@ def granger_stats(
     pairs = select_pairs(
         series, top_categories=top_categories, top_regions=top_regions, pair_kinds=pair_kinds
     )
-    inputs = pair_inputs(pairs, series_arrays(series))
-    tests = apply_granger(
-        inputs, max_lag=max_lag, transform=transform, min_nonzero_days=min_nonzero_days,
-        buckets=udf_buckets or None,
+    tests = apply_granger_series(
+        pairs, series_arrays(series), max_lag=max_lag, transform=transform,
+        min_nonzero_days=min_nonzero_days, buckets=udf_buckets or None,
     )
     return finish_stats(tests, run_date=run_date, alpha=alpha)

@@ -180,7 +180,7 @@ def test_group_with_several_effects_of_different_lengths_matches_statsmodels():
 
 
 def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
-    from udfs.granger import apply_granger
+    from udfs.granger import apply_granger, apply_granger_series
 
     rng = np.random.default_rng(26)
     series = {f"category=s{i}": rng.poisson(3.0 + i, 100).astype(float) for i in range(5)}
@@ -206,3 +206,40 @@ def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
         pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
     with pytest.raises(ValueError, match="buckets"):
         apply_granger(inputs, max_lag=3, buckets=0)
+
+    # pairs + one row per series: the same rows; a pair whose cause has no series is dropped
+    # (as in the joined input), and so is an effect left without pairs
+    arrays = spark.createDataFrame(
+        [(sid, series[sid].tolist(), "ok") for sid in names],
+        "series_id string, values array<double>, series_status string",
+    )
+    pair_rows = [tuple(r) for r in frame[["cause_series", "effect_series", "pair_kind"]].itertuples(
+        index=False)] + [("category=gone", "category=s0", "category_global"),
+                         ("category=gone", "category=lonely", "category_global")]
+    pairs = spark.createDataFrame(pair_rows, "cause_series string, effect_series string, "
+                                  "pair_kind string")
+    arrays = arrays.unionByName(spark.createDataFrame(
+        [("category=lonely", [1.0] * 100, "ok")], arrays.schema))
+    for buckets in (1, 4, 1000):  # 1000: 'category=lonely' alone in its bucket (no pairs)
+        got = (apply_granger_series(pairs, arrays, max_lag=3, buckets=buckets).toPandas()
+               .sort_values(key).reset_index(drop=True).astype(ints))
+        pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+
+
+def test_a_level_shift_outside_the_lag_window_takes_the_explicit_path(monkeypatch):
+    rng = np.random.default_rng(30)
+    t_len = 150
+    effect = rng.normal(size=t_len)
+    cause = 1e-3 * rng.normal(size=t_len)
+    cause[0] = 1e3  # the series mean is far from the lag columns' own means (lags >= 2)
+    calls: list[int] = []
+    explicit = core._explicit_rows
+
+    def spy(*args):
+        calls.append(len(args[-1]))
+        return explicit(*args)
+
+    monkeypatch.setattr(core, "_explicit_rows", spy)
+    got = granger_tests_many(effect[None, :], cause[None, :], np.array([0]), 3)
+    assert calls == [1, 1]  # lags 2 and 3
+    assert_row_matches(got, 0, effect, cause, 3)

@@ -55,7 +55,8 @@ SINGULAR_RTOL = 1e-9
 REFERENCE_ROUNDING_BELOW = 1e-4
 # The fast path forms the orthogonalised Gram matrix as a difference (cause Gram minus its part
 # along the restricted design); rows whose Cholesky pivots fall below this fraction of the
-# column's squared norm, where the difference would lose more than ~5 digits, or whose
+# squared norm of the lag column (cause less its series mean), where the difference would
+# lose more than ~5 digits, or whose
 # unrestricted residual is below FAST_RESIDUAL_RTOL of the restricted one, are recomputed by
 # explicit projection.
 FAST_PIVOT_RTOL = 1e-5
@@ -151,7 +152,7 @@ def granger_tests_many(
     Per lag, for all pairs at once: the restricted fit of every effect (one batched QR); the
     products of [Q, restricted residual] with the cause's lag columns (one matrix product per
     lag column over the effects with equal numbers of causes, straight from the series, no
-    lag-block copies); the cause's own lag Gram matrix from prefix sums of lagged products;
+    lag-block copies); the cause's own lag Gram matrix from sums of lagged products;
     the Gram matrix of the cause block orthogonalised against the restricted design as their
     difference. Rows where that difference cancels (a cause block nearly in the span of the
     effect's own lags, pivots below ``FAST_PIVOT_RTOL``), where the unrestricted fit is nearly
@@ -199,7 +200,6 @@ def granger_tests_many(
     # and the products below no longer carry the level (no cancellation far from 0).
     x0 = xs - xs.mean(axis=-1, keepdims=True)
     width = min(max_lag, t_len)
-    sums = _EdgeSums(x0, None, width)
     lagged = [_EdgeSums(x0[:, : t_len - d], x0[:, d:], width) for d in range(min(max_lag, t_len))]
     eps = np.finfo(np.float64).eps
     for lag in range(1, max_lag + 1):
@@ -241,13 +241,14 @@ def granger_tests_many(
                 d = j - i
                 # sum of x0[u] x0[u + d] for u = i .. i + n - 1 (lag - d - i terms after it)
                 cross_gram[:, i, j] = cross_gram[:, j, i] = lagged[d].window(i, lag - d - i)
-        window = np.stack([sums.window(j, lag - j) for j in range(lag)], -1) / n_obs  # means
-        scale2 = np.diagonal(cross_gram, axis1=-2, axis2=-1) - n_obs * window**2
         gram = cross_gram - along_q.swapaxes(-1, -2) @ along_q
         pivots = _cholesky_pivots(gram)
         constant = x_changes.lags_constant(lag) | y_constant[eff]
+        # the difference carries rounding of the size of the cross_gram diagonal, so pivots
+        # are compared with that (not with what is left after the subtraction)
+        before = np.diagonal(cross_gram, axis1=-2, axis2=-1)
         explicit = ~constant & (
-            own_singular[eff] | (pivots**2 < FAST_PIVOT_RTOL * scale2).any(axis=-1)
+            own_singular[eff] | (pivots**2 < FAST_PIVOT_RTOL * before).any(axis=-1)
         )
         fast = ~(constant | explicit)
         explained = np.zeros(k)
@@ -288,16 +289,11 @@ class _EdgeSums:
     """Sums of ``left * right`` ((k, L) each) along the last axis over windows that leave out
     at most ``width`` terms at each end: the total less a short head and tail."""
 
-    def __init__(self, left: np.ndarray, right: np.ndarray | None, width: int) -> None:
-        """``right`` None: sums of ``left`` itself."""
+    def __init__(self, left: np.ndarray, right: np.ndarray, width: int) -> None:
         zero = np.zeros((left.shape[0], 1))
-        if right is None:
-            self.total = left.sum(axis=-1)
-            head, tail = left[:, :width], left[:, -width:][:, ::-1]
-        else:
-            self.total = np.einsum("kt,kt->k", left, right)
-            head = left[:, :width] * right[:, :width]
-            tail = (left[:, -width:] * right[:, -width:])[:, ::-1]
+        self.total = np.einsum("kt,kt->k", left, right)
+        head = left[:, :width] * right[:, :width]
+        tail = (left[:, -width:] * right[:, -width:])[:, ::-1]
         self.head = np.concatenate([zero, np.cumsum(head, axis=-1)], axis=-1)
         self.tail = np.concatenate([zero, np.cumsum(tail, axis=-1)], axis=-1)
 
@@ -670,3 +666,67 @@ def apply_granger(
 
     bucket = F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
     return pairs.select(*INPUT_COLUMNS, bucket).groupBy("_bucket").applyInPandas(fn, OUTPUT_DDL)
+
+
+SERIES_COLUMNS = ["series_id", "values", "series_status"]
+PAIR_COLUMNS = ["cause_series", "effect_series", "pair_kind"]
+
+
+def apply_granger_series(
+    pairs: Any,
+    series: Any,
+    *,
+    max_lag: int,
+    transform: str = "none",
+    min_nonzero_days: int = 0,
+    buckets: int | None = None,
+) -> Any:
+    """Spark wrapper on ``pairs`` (PAIR_COLUMNS) and ``series`` (SERIES_COLUMNS: one row per
+    series id with its values in date order and status): the same rows as ``apply_granger`` on
+    the joined pairs, with half the data moved. Each pair carries its cause's values (a
+    broadcast join: one row per series is small), each effect's values travel once to its
+    hash bucket, and the two meet in a cogrouped pandas call per bucket."""
+    if buckets is None:
+        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+
+    from pyspark.sql import functions as F  # here: the numpy core runs without Spark
+
+    bucket = F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+    causes = series.select(
+        F.col("series_id").alias("cause_series"),
+        F.col("values").alias("cause_values"),
+        F.col("series_status").alias("cause_status"),
+    )
+    with_causes = pairs.select(*PAIR_COLUMNS).join(F.broadcast(causes), "cause_series")
+    effects = series.select(
+        F.col("series_id").alias("effect_series"),
+        F.col("values").alias("effect_values"),
+        F.col("series_status").alias("effect_status"),
+    ).join(F.broadcast(pairs.select("effect_series").distinct()), "effect_series")
+
+    def fn(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+        joined = left.drop(columns="_bucket").merge(
+            right.drop(columns="_bucket"), on="effect_series", how="inner"
+        )
+        if joined.empty:
+            return pd.DataFrame({name: [] for name in OUTPUT_COLUMNS}).astype(_OUTPUT_DTYPES)
+        return granger_group(
+            joined[INPUT_COLUMNS], max_lag=max_lag, transform=transform,
+            min_nonzero_days=min_nonzero_days,
+        )
+
+    return (
+        with_causes.select("*", bucket).groupBy("_bucket")
+        .cogroup(effects.select("*", bucket).groupBy("_bucket"))
+        .applyInPandas(fn, OUTPUT_DDL)
+    )
+
+
+_OUTPUT_DTYPES = {
+    "cause_series": object, "effect_series": object, "pair_kind": object, "lag": "int32",
+    "f_stat": "float64", "p_value": "float64", "df_num": "Int32", "df_den": "Int32",
+    "chi2_stat": "float64", "chi2_p_value": "float64", "n_obs": "Int32", "transform": object,
+    "status": object,
+}
