@@ -3,10 +3,12 @@
 The same (effect, cause) pairs go through ``grangercausalitytests`` one call per pair, through
 ``udfs.granger.granger_tests_many`` (all pairs in one call; the core), through
 ``udfs.granger.granger_tests`` (one call per effect series, for comparison) and through
-``udfs.granger.apply_granger`` on Spark (effects in hash buckets, one pandas call per bucket). Pairs: real Olist daily series (orders' item lines per
-customer state x product category, 2017-01-01 .. 2018-08-31, categories -> categories within each
-of the top states) plus synthetic AR(1) series with planted lags. Reports (pairs x lags) per
-second, the ratios, and the largest relative difference from statsmodels.
+Spark: ``apply_granger`` on the joined pairs and ``apply_granger_series`` on pair names plus one
+row per series (the stage's form), effects in hash buckets, one pandas call per bucket. Pairs:
+real Olist daily series (orders' item lines per customer state x product category, 2017-01-01
+.. 2018-08-31, categories -> categories within each of the top states) plus synthetic AR(1)
+series with planted lags. Reports (pairs x lags) per second, the ratios, the load average and
+the largest relative difference from statsmodels.
 """
 
 from __future__ import annotations
