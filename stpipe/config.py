@@ -166,6 +166,8 @@ class RecommendSettings:
     # Fusion: features as of run_date - validation_days, labels = purchases after.
     validation_days: int = 28
     fusion_l2: float = 1.0
+    # Default weights unless the rarer label has this many rows per feature (events per variable).
+    fusion_min_events_per_feature: float = 10.0
     fusion_max_users: int = 3000
     # Users per matrix product inside the scoring UDF.
     score_batch_users: int = 128

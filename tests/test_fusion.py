@@ -62,3 +62,17 @@ def test_one_class_falls_back_to_default_weights_and_is_deterministic():
     a = fit_fusion(x, y, features=("bert", "time", "space"), l2=1.0)
     b = fit_fusion(x.copy(), y.copy(), features=("bert", "time", "space"), l2=1.0)
     assert a == b
+
+
+def test_too_few_events_per_feature_fall_back_to_defaults():
+    x, y = data(seed=4)  # 3 features
+    rare = int(min(y.sum(), len(y) - y.sum()))
+    features = ("bert", "time", "space")
+    enough = fit_fusion(x, y, features=features, min_events_per_feature=rare / 3)
+    assert enough.status == "fitted"
+    short = fit_fusion(x, y, features=features, min_events_per_feature=(rare + 1) / 3)
+    assert short.status == f"default: {rare} rows of the rarer class, fewer than {rare + 1:g}"
+    assert short.weights == {**{f: 0.0 for f in DEFAULT_WEIGHTS if f != "intercept"},
+                             "intercept": DEFAULT_WEIGHTS["intercept"], "bert": DEFAULT_WEIGHTS["bert"],
+                             "time": DEFAULT_WEIGHTS["time"], "space": DEFAULT_WEIGHTS["space"]}
+    assert short.train_rows == len(y) and short.train_positives == int(y.sum())

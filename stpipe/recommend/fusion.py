@@ -60,13 +60,29 @@ def log_loss(x: np.ndarray, y: np.ndarray, intercept: float, w: np.ndarray) -> f
 
 
 def fit_fusion(
-    x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...] = FEATURES, l2: float = 1.0
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    features: tuple[str, ...] = FEATURES,
+    l2: float = 1.0,
+    min_events_per_feature: float = 0.0,
 ) -> FusionFit:
-    """Fit on raw feature columns ``features``; constant columns get weight 0."""
+    """Fit on raw feature columns ``features``; constant columns get weight 0.
+
+    With fewer than ``min_events_per_feature`` x len(features) rows of the rarer class (the
+    events-per-variable rule for logistic regression) the default weights are used instead: a
+    handful of purchases cannot tell six weights apart (Olist has a few returning buyers).
+    """
     n = len(y)
     positives = int(y.sum())
-    if n == 0 or positives == 0 or positives == n:
-        why = "no training rows" if n == 0 else "labels of one class only"
+    rare = min(positives, n - positives)
+    needed = min_events_per_feature * len(features)
+    if n == 0 or positives == 0 or positives == n or rare < needed:
+        why = (
+            "no training rows" if n == 0
+            else "labels of one class only" if positives in (0, n)
+            else f"{rare} rows of the rarer class, fewer than {needed:g}"
+        )
         weights = {f: DEFAULT_WEIGHTS[f] if f in features else 0.0 for f in FEATURES}
         return FusionFit({"intercept": DEFAULT_WEIGHTS["intercept"], **weights}, n, positives, None, f"default: {why}")
     mean = x.mean(axis=0)

@@ -215,7 +215,9 @@ def train_fusion(
     )
     x = rows[[f"{f}_score" for f in features]].to_numpy(dtype=float)
     y = rows["label"].to_numpy(dtype=float)
-    fit = fit_fusion(x, y, features=features, l2=opts.fusion_l2)
+    fit = fit_fusion(
+        x, y, features=features, l2=opts.fusion_l2, min_events_per_feature=opts.fusion_min_events_per_feature
+    )
     log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
     return fit, as_of
 
