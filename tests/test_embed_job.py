@@ -85,3 +85,28 @@ def test_embed_job_twice(spark, warehouse):
     np.testing.assert_array_equal(np.stack(second["embedding"].to_numpy()), got)
     assert users["user_id"].tolist() == ["u1", "u2"]  # one slice, not two after the rerun
     np.testing.assert_allclose(np.stack(users["embedding"].to_numpy()), got[[0, 3]], atol=1e-6)
+
+
+def test_pooling_carries_a_user_across_arrow_batches():
+    import pandas as pd
+
+    from stpipe.recommend.embeddings import pool_sorted
+
+    rng = np.random.default_rng(0)
+    users = ["a"] * 3 + ["b"] * 5 + ["c"] + ["d"] * 2
+    items = [f"i{k}" for k in range(len(users))]
+    vectors = rng.normal(size=(len(users), 4)).astype(np.float32)
+    weights = rng.uniform(0.1, 1.0, len(users))
+    rows = pd.DataFrame(
+        {"user_id": users, "item_id": items, "weight": weights, "embedding": list(vectors)}
+    )
+    # batches cut inside b (twice) and right after c; one empty batch
+    cuts = [0, 4, 6, 9, 9, len(users)]
+    batches = [rows.iloc[a:b].reset_index(drop=True) for a, b in zip(cuts, cuts[1:], strict=False)]
+    got = pd.concat(list(pool_sorted(iter(batches))), ignore_index=True)
+    assert got["user_id"].tolist() == ["a", "b", "c", "d"]
+    assert got["n_items"].tolist() == [3, 5, 1, 2]
+    for user, embedding in zip(got["user_id"], got["embedding"], strict=True):
+        mine = np.array([u == user for u in users])
+        want = (weights[mine, None] * vectors[mine].astype(np.float64)).sum(0)
+        np.testing.assert_allclose(embedding, want / np.linalg.norm(want), rtol=1e-6)

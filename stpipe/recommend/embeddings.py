@@ -11,7 +11,7 @@ learned pooling or an RNN over the sequence would not without training data and 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,6 @@ from pyspark.sql import types as T
 
 from stpipe.recommend import signals
 from stpipe.schema import require_columns, select_schema
-from udfs.score import weighted_mean_embedding
 
 ITEM_EMBEDDINGS = T.StructType(
     [
@@ -85,15 +84,49 @@ def user_embeddings(
     pairs = signals.user_item_weights(lines, half_life_days=half_life_days)
     joined = pairs.join(item_vectors.select("item_id", "embedding"), "item_id")
 
-    def pool(pdf: pd.DataFrame) -> pd.DataFrame:
-        pdf = pdf.sort_values("item_id", kind="stable")  # fixed summation order
-        vector = weighted_mean_embedding(pdf["weight"].to_numpy(), np.stack(pdf["embedding"].to_numpy()))
-        return pd.DataFrame(
-            {"user_id": [pdf["user_id"].iloc[0]], "embedding": [vector], "n_items": [len(pdf)]}
-        )
-
-    pooled = joined.select("user_id", "item_id", "weight", "embedding").groupBy("user_id").applyInPandas(
-        pool, "user_id string, embedding array<float>, n_items int"
+    pooled = (
+        joined.select("user_id", "item_id", "weight", "embedding")
+        .repartition("user_id")
+        .sortWithinPartitions("user_id", "item_id")  # fixed summation order per user
+        .mapInPandas(pool_sorted, "user_id string, embedding array<float>, n_items int")
     )
     out = pooled.withColumn("run_date", F.lit(run_date)).withColumn("model", F.lit(model))
     return select_schema(out, USER_EMBEDDINGS)
+
+
+def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Weighted mean embedding per user over batches sorted by (user_id, item_id).
+
+    Vectorised over all users of a batch (one Python call per Arrow batch, not per user);
+    a user whose rows go on into the next batch is carried over, so every user is pooled
+    once, from all of their rows, in item order, the same sums as
+    :func:`udfs.score.weighted_mean_embedding`.
+    """
+    carry: pd.DataFrame | None = None
+    for batch in batches:
+        if carry is not None:
+            batch = pd.concat([carry, batch], ignore_index=True)
+        if batch.empty:
+            continue
+        last = batch["user_id"].iloc[-1]
+        tail = (batch["user_id"] == last).to_numpy()
+        carry = batch[tail]
+        done = batch[~tail]
+        if len(done):
+            yield _pool(done)
+    if carry is not None and len(carry):
+        yield _pool(carry)
+
+
+def _pool(rows: pd.DataFrame) -> pd.DataFrame:
+    users = rows["user_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    vectors = np.stack(rows["embedding"].to_numpy()).astype(np.float64)
+    weighted = rows["weight"].to_numpy(dtype=np.float64)[:, None] * vectors
+    sums = np.add.reduceat(weighted, starts, axis=0)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    unit = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
+    counts = np.diff(np.r_[starts, len(users)])
+    return pd.DataFrame(
+        {"user_id": users[starts], "embedding": list(unit), "n_items": counts.astype(np.int32)}
+    )
