@@ -35,7 +35,10 @@ export PYTHONUNBUFFERED      := 1
 
 # Every spark-submit in this Makefile uses these flags (Delta's jars come from .jars/).
 DELTA_JARS = $(shell ls .jars/*.jar 2>/dev/null | paste -sd, -)
-SPARK_SUBMIT_FLAGS = --master $(MASTER) --jars $(DELTA_JARS) \
+# The driver JVM's heap (in local mode the executors live in it too): spark-submit sets it
+# before the JVM starts, so conf/*.yaml's spark.driver.memory cannot.
+DRIVER_MEMORY ?= 4g
+SPARK_SUBMIT_FLAGS = --master $(MASTER) --driver-memory $(DRIVER_MEMORY) --jars $(DELTA_JARS) \
 	--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
 	--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
 	--conf spark.sql.session.timeZone=UTC
