@@ -128,13 +128,37 @@ def housekeeping(
         if optimize:
             table.optimize().executeCompaction()
         if vacuum:
-            if retention_hours < 168:
+            if retention_hours < DEFAULT_RETENTION_HOURS:
                 spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-            table.vacuum(retention_hours)
+            if retention_hours == 0:
+                table.vacuum(0)
+            else:
+                # Delta ignores any other VACUUM RETAIN value (with a warning) and keeps what
+                # the table's delta.deletedFileRetentionDuration says: set it from the config.
+                _set_file_retention(spark, table, warehouse, name, retention_hours)
+                table.vacuum()
 
 
-# Commits that rewrite or delete files without changing a table's rows.
-HOUSEKEEPING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration (1 week)
+RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
+
+
+def _set_file_retention(
+    spark: SparkSession, table: DeltaTable, warehouse: str, name: str, hours: int
+) -> None:
+    """Make the table keep removed files ``hours`` hours (one commit, only when it changes)."""
+    current = table.detail().select("properties").first()["properties"].get(RETENTION_PROPERTY)
+    wanted = f"interval {hours} hours"
+    if current == wanted or (current is None and hours == DEFAULT_RETENTION_HOURS):
+        return
+    spark.sql(
+        f"ALTER TABLE delta.`{table_path(warehouse, name)}` "
+        f"SET TBLPROPERTIES ('{RETENTION_PROPERTY}' = '{wanted}')"
+    )
+
+
+# Commits that rewrite or delete files, or set housekeeping properties, without changing rows.
+HOUSEKEEPING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
 
 
 def data_version(spark: SparkSession, warehouse: str, name: str) -> int | None:

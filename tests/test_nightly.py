@@ -212,3 +212,24 @@ def test_housekeeping_compacts_small_files_and_vacuums_old_ones(spark, warehouse
     assert "OPTIMIZE" in operations and "VACUUM END" in operations
     # OPTIMIZE and VACUUM do not change the rows: the data version stays where it was
     assert tables.data_version(spark, warehouse, name) == before_version
+
+
+def test_vacuum_keeps_removed_files_for_the_configured_retention(spark, warehouse):
+    name = "retained"
+    for i in range(2):  # the second write removes the first one's files (from the table)
+        tables.write(spark.range(i * 10, i * 10 + 10).repartition(2), warehouse, name)
+    path = Path(warehouse) / name
+    assert len(list(path.glob("*.parquet"))) == 4
+    before_version = _version(warehouse, name)
+    settings = _settings(
+        warehouse, **{"storage.optimize": False, "storage.vacuum": True,
+                      "storage.vacuum_retention_hours": 200}
+    )
+    for _ in range(2):
+        orchestrate.housekeep(spark, settings, [name])
+    table = deltalake.DeltaTable(str(path))
+    assert table.metadata().configuration["delta.deletedFileRetentionDuration"] == "interval 200 hours"
+    operations = [h["operation"] for h in table.history()]
+    assert operations.count("SET TBLPROPERTIES") == 1  # set once, not on every run
+    assert len(list(path.glob("*.parquet"))) == 4  # removed a moment ago: kept 200 hours
+    assert tables.data_version(spark, warehouse, name) == before_version
