@@ -639,6 +639,22 @@ def _frame(
     return pd.DataFrame(columns)
 
 
+def _bucket_count(pairs: Any, buckets: int | None) -> int:
+    """``buckets``, or spark.sql.shuffle.partitions when None; at least 1."""
+    if buckets is None:
+        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    return buckets
+
+
+def _effect_bucket(buckets: int) -> Any:
+    """The hash bucket of the effect series: every pair of an effect lands in the same one."""
+    from pyspark.sql import functions as F  # here: the numpy core runs without Spark
+
+    return F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+
+
 def apply_granger(
     pairs: Any,
     *,
@@ -651,10 +667,7 @@ def apply_granger(
     buckets of the effect series (default: spark.sql.shuffle.partitions), so that each pandas
     call solves the pairs of many effects at once. Every pair of an effect lands in the same
     bucket; the rows do not depend on the number of buckets."""
-    if buckets is None:
-        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    if buckets < 1:
-        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    buckets = _bucket_count(pairs, buckets)
 
     def fn(pairs: pd.DataFrame) -> pd.DataFrame:
         return granger_group(
@@ -662,9 +675,7 @@ def apply_granger(
             min_nonzero_days=min_nonzero_days,
         )
 
-    from pyspark.sql import functions as F  # here: the numpy core runs without Spark
-
-    bucket = F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+    bucket = _effect_bucket(buckets)
     return pairs.select(*INPUT_COLUMNS, bucket).groupBy("_bucket").applyInPandas(fn, OUTPUT_DDL)
 
 
@@ -686,14 +697,11 @@ def apply_granger_series(
     the joined pairs, with half the data moved. Each pair carries its cause's values (a
     broadcast join: one row per series is small), each effect's values travel once to its
     hash bucket, and the two meet in a cogrouped pandas call per bucket."""
-    if buckets is None:
-        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    if buckets < 1:
-        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    buckets = _bucket_count(pairs, buckets)
 
     from pyspark.sql import functions as F  # here: the numpy core runs without Spark
 
-    bucket = F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+    bucket = _effect_bucket(buckets)
     causes = series.select(
         F.col("series_id").alias("cause_series"),
         F.col("values").alias("cause_values"),
