@@ -274,8 +274,10 @@ def read_source(spark, ingest):
     )
 
 
-STAGING_VERSION = 1  # bump when the generator's output changes, so old staged copies are ignored
+STAGING_VERSION = 2  # bump when the generator's output or the staged layout changes
 STAGING_FILE_ROWS = 250_000
+# next to the lines; Spark and pyarrow skip files whose names start with '_'
+ITEMS_FILE = "_items.parquet"
 
 
 def staging_folder(ingest, name: str) -> Path:
@@ -301,7 +303,7 @@ def stage(ingest, name: str) -> tuple[Path, pd.DataFrame]:
 
     folder = staging_folder(ingest, name)
     if (folder / "_COMPLETE").exists():
-        return folder, _only_items(ingest)
+        return folder, pd.read_parquet(folder / ITEMS_FILE)
     lines, items = generate(
         rows=ingest.rows, seed=ingest.seed, start=ingest.synthetic_start, days=ingest.synthetic_days
     )
@@ -320,6 +322,7 @@ def stage(ingest, name: str) -> tuple[Path, pd.DataFrame]:
         chunk = lines.iloc[first : first + STAGING_FILE_ROWS]
         table = pa.Table.from_pandas(chunk, schema=schema, preserve_index=False)
         pq.write_table(table, partial / f"part-{i:05d}.parquet")
+    items.to_parquet(partial / ITEMS_FILE, index=False)
     (partial / "_COMPLETE").write_text(name + "\n")
     if (folder / "_COMPLETE").exists():  # another run staged the same lines meanwhile
         shutil.rmtree(partial, ignore_errors=True)
@@ -327,9 +330,3 @@ def stage(ingest, name: str) -> tuple[Path, pd.DataFrame]:
         shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy, if any
         partial.rename(folder)
     return folder, items
-
-
-def _only_items(ingest) -> pd.DataFrame:
-    """The items frame without generating the lines (it depends on the seed alone)."""
-    rng = np.random.default_rng(ingest.seed)
-    return _items(rng, list(CATEGORIES)).drop(columns=["base_price"])
