@@ -25,7 +25,7 @@ log = logging.getLogger("stpipe.bench")
 
 def main(out_dir: str | Path, n: int = N_DEFAULT, *, warmup_rows: int = 5_000) -> dict:
     """Run the nightly on ``warmup_rows``, ``n`` and ``4 n`` order lines; return the figures."""
-    from jobs import nightly
+    from stpipe.stages import run_nightly
     from stpipe.cli import setup_logging
     from stpipe.config import load_settings, replace
     from stpipe.session import build_session
@@ -47,7 +47,7 @@ def main(out_dir: str | Path, n: int = N_DEFAULT, *, warmup_rows: int = 5_000) -
             })
             log.info("bench scaling [%d/%d]: %s = %s order lines", i, len(sizes), label, f"{rows:,}")
             t0 = time.perf_counter()
-            nightly.run(spark, settings, force=True)
+            run_nightly(spark, settings, force=True)
             seconds = time.perf_counter() - t0
             runs[label] = {
                 "rows": rows, "seconds": round(seconds, 1),

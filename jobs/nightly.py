@@ -4,70 +4,26 @@
     python -m jobs.nightly --date 2024-06-29 --force-stage ingest
     spark-submit jobs/nightly.py --date 2024-06-29 --source olist --input PATH
 
-Stages whose outputs for the date are complete (see ``stpipe.orchestrate``) are
+Stages whose outputs for the date are complete (see ``stpipe.stages.orchestrate``) are
 skipped unless ``--force`` (all) or ``--force-stage NAME`` (that one and, because its
 tables change, the ones after it). Every stage is recorded in ``run_log``; the last
-step is Delta housekeeping (OPTIMIZE, VACUUM) as the ``storage`` config says.
+step is Delta housekeeping (OPTIMIZE, VACUUM) as the ``storage`` config says. The stage
+graph is ``stpipe.stages.NIGHTLY``.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-from collections.abc import Iterable
-
-from pyspark.sql import SparkSession
 
 from jobs import ingest
-from stpipe import orchestrate
 from stpipe.cli import main_for
-from stpipe.config import Settings
-from stpipe.orchestrate import Stage
 from stpipe.runlog import StageResult
+from stpipe.stages import Stage, StageContext, run_nightly
 from stpipe.summary import summary_text
-
-log = logging.getLogger("stpipe.nightly")
-
-# The single list of stages, in run order. A plain ("name", "jobs.module") pair works
-# too; Stage(..., config=(sections,)) narrows which config changes make it rerun.
-STAGES: list[Stage | tuple[str, str]] = [
-    Stage("ingest", "jobs.ingest", config=("ingest",), reads_source=True),
-    Stage("features", "jobs.features", config=("features",), inputs=("orders_clean", "items")),
-    Stage("series", "jobs.series", config=("features",), inputs=("orders_clean", "items")),
-    Stage("granger", "jobs.granger", config=("granger",), inputs=("sales_series",)),
-    Stage(
-        "embed", "jobs.embed", config=("model", "features", "recommend"),
-        inputs=("orders_clean", "items"),
-    ),
-    Stage(
-        "recommend", "jobs.recommend", config=("recommend", "features", "model"),
-        inputs=("orders_clean", "items", "item_embeddings", "granger_stats"),
-    ),
-]
-
-
-def run(
-    spark: SparkSession,
-    settings: Settings,
-    *,
-    force: bool = False,
-    force_stages: Iterable[str] = (),
-) -> StageResult:
-    """Every stage of STAGES for ``settings.date``, then housekeeping; print a summary."""
-    result = orchestrate.run_pipeline(
-        spark, settings, STAGES, force=force, force_stages=force_stages
-    )
-    print(summary_text(spark, settings.storage.warehouse), flush=True)
-    return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     ingest.add_arguments(parser)
-    _add_force_arguments(parser)
-
-
-def _add_force_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="rerun every stage even when complete"
     )
@@ -77,14 +33,25 @@ def _add_force_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def nightly_stage(force: bool, force_stages: tuple[str, ...]) -> Stage:
+    """The whole pipeline as one unit for the command line (it records a ``nightly`` row)."""
+
+    def run(ctx: StageContext) -> StageResult:
+        result = run_nightly(ctx.spark, ctx.settings, force=force, force_stages=force_stages)
+        print(summary_text(ctx.spark, ctx.warehouse), flush=True)
+        return result
+
+    return Stage("nightly", run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
-    _add_force_arguments(parser)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force-stage", action="append", default=[])
     forced, _ = parser.parse_known_args(argv)
-    fn = functools.partial(run, force=forced.force, force_stages=tuple(forced.force_stage))
+    stage = nightly_stage(forced.force, tuple(forced.force_stage))
     return main_for(
-        "nightly", fn, argv, description=__doc__, add_arguments=add_arguments,
-        overrides=ingest.overrides,
+        stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides
     )
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import logging
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from pyspark.sql import SparkSession
-
-from stpipe import runlog
 from stpipe.config import Settings, load_settings, parse_date, parse_override
 from stpipe.errors import PipelineError
-from stpipe.runlog import StageResult
+from stpipe.stages.base import Stage, one_line, run_stage
 
 log = logging.getLogger("stpipe")
 
-StageFn = Callable[[SparkSession, Settings], StageResult]
 ArgsToOverrides = Callable[[argparse.Namespace], dict[str, Any]]
 
 
@@ -68,54 +62,15 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_stage(spark: SparkSession, settings: Settings, stage: str, fn: StageFn) -> StageResult:
-    """Run one stage, log a line with rows and seconds, and record it in ``run_log``."""
-    started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
-    log.info("stage %s: started for %s", stage, settings.date)
-
-    def record(status: str, result: StageResult | None = None, message: str | None = None) -> None:
-        runlog.record(
-            spark, settings.storage.warehouse, run_date=settings.date, stage=stage,
-            started=started, finished=dt.datetime.now(dt.timezone.utc), status=status,
-            result=result, message=message,
-        )
-
-    try:
-        result = fn(spark, settings)
-    except Exception as exc:
-        try:
-            record("failed", message=one_line(exc))
-        except Exception:  # the log must not hide the original failure
-            log.warning("could not record the failure of %s in run_log", stage)
-        raise
-    record("ok", result=result)
-    log.info(
-        "stage %s: done in %.1fs, rows in %s, rows out %s, tables %s",
-        stage,
-        time.perf_counter() - t0,
-        result.rows_in,
-        result.rows_out,
-        ", ".join(result.tables) or "-",
-    )
-    return result
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
 def main_for(
-    stage: str,
-    fn: StageFn,
+    stage: Stage,
     argv: list[str] | None,
     *,
     description: str,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     overrides: ArgsToOverrides | None = None,
 ) -> int:
-    """Parse arguments, build the session, run the stage; return the exit code."""
+    """Parse arguments, build the session, run ``stage``; return the exit code."""
     parser = base_parser(description)
     if add_arguments:
         add_arguments(parser)
@@ -126,18 +81,18 @@ def main_for(
         settings = settings_from_args(args, overrides(args) if overrides else None)
         from stpipe.session import build_session  # imported late: keeps --help fast
 
-        spark = build_session(settings.spark, app_name=f"stpipe-{stage}")
-        result = run_stage(spark, settings, stage, fn)
-        summary = {"stage": stage, "run_date": str(settings.date), **dataclasses.asdict(result)}
+        spark = build_session(settings.spark, app_name=f"stpipe-{stage.name}")
+        result = run_stage(spark, settings, stage)
+        summary = {"stage": stage.name, "run_date": str(settings.date), **dataclasses.asdict(result)}
         log.info("summary %s", summary)
         return 0
     except PipelineError as exc:
-        print(f"{stage}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{stage.name}: error: {one_line(exc)}", file=sys.stderr)
         if args.verbose:
             raise
         return 2
     except Exception as exc:  # unexpected: still one readable line
-        print(f"{stage}: failed: {exc.__class__.__name__}: {one_line(exc)}", file=sys.stderr)
+        print(f"{stage.name}: failed: {exc.__class__.__name__}: {one_line(exc)}", file=sys.stderr)
         if args.verbose:
             raise
         return 1

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from stpipe.errors import ConfigError
+from stpipe.evaluate.names import MODEL_ORDER
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
@@ -97,6 +98,10 @@ class FeatureSettings:
     geohash_precision: int = 5
     # Pseudo-count that shrinks the location quotient of thin regions towards 1.
     lift_prior: float = 20.0
+    # Half-life of item_time_features.popularity (decayed order count), in days: the
+    # recommender's time and space scores.
+    popularity_half_life_days: float = 14.0
+    # Half-life of item_time_features.popularity (decayed order count), in days.
     # Measure of sales_series: orders, units or revenue.
     series_measure: str = "units"
     series_days: int = 180
@@ -146,8 +151,6 @@ class RecommendSettings:
     allow_repeat: bool = True
     # Half-life of a purchase's weight in the user's embedding and history score.
     recency_half_life_days: float = 30.0
-    # Half-life of an order's weight in time- and region-aware popularity.
-    popularity_half_life_days: float = 14.0
     # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.
     history_items: int = 50
     recent_items: int = 5
@@ -161,7 +164,7 @@ class RecommendSettings:
     candidates_cooc: int = 50
     cooc_neighbours: int = 50
     cooc_half_life_days: float = 90.0
-    # "trending": last-7-day rate at least trend_ratio x the last-30-day rate.
+    # "trending": item_time_features.trend (short- over long-window order rate) at least this.
     trend_ratio: float = 1.5
     # Fusion: features as of run_date - validation_days, labels = purchases after.
     validation_days: int = 28
@@ -185,12 +188,7 @@ class EvaluateSettings:
     report_dir: str = "reports"
     # Ingest the source first (false: read the orders_clean already in the warehouse).
     ingest: bool = True
-    models: list[str] = field(
-        default_factory=lambda: [
-            "pop_global", "pop_region", "own_history", "cooc", "als",
-            "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc",
-        ]
-    )
+    models: list[str] = field(default_factory=lambda: list(MODEL_ORDER))
     # Baselines: popularity window, and the time decay exp(-age_days / decay_days).
     pop_window_days: int = 90
     decay_days: float = 30.0

@@ -11,25 +11,10 @@ import json
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from stpipe import tables
+from stpipe import catalogue, tables
 
-RUN_LOG = "run_log"
-
-RUN_LOG_SCHEMA = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("started", T.TimestampType(), False),
-        T.StructField("finished", T.TimestampType(), False),
-        T.StructField("rows_in", T.LongType(), True),
-        T.StructField("rows_out", T.LongType(), True),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("message", T.StringType(), True),
-        T.StructField("tables", T.ArrayType(T.StringType()), True),
-    ]
-)
+RUN_LOG = catalogue.RUN_LOG.name
 
 
 @dataclass
@@ -70,7 +55,7 @@ def record(
         message,
         list(result.tables),
     )
-    tables.append(spark.createDataFrame([row], RUN_LOG_SCHEMA), warehouse, RUN_LOG)
+    tables.append(spark.createDataFrame([row], catalogue.RUN_LOG.schema), warehouse, RUN_LOG)
 
 
 def completed(spark: SparkSession, warehouse: str, run_date: dt.date, stage: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -83,6 +83,179 @@ REVIEWS = T.StructType(
         T.StructField("source", T.StringType(), False),
     ]
 )
+
+
+def user_time_schema(windows_days: Sequence[int]) -> T.StructType:
+    """Columns of ``user_time_features`` for the given windows."""
+    windows = sorted({int(w) for w in windows_days})
+    fields = [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("recency_days", T.DoubleType(), False),
+        T.StructField("frequency", T.LongType(), False),
+        T.StructField("monetary", T.DoubleType(), False),
+        T.StructField("interval_mean_days", T.DoubleType(), True),
+        T.StructField("interval_std_days", T.DoubleType(), True),
+    ]
+    fields += [T.StructField(window_name("orders", w), T.LongType(), False) for w in windows]
+    fields += [T.StructField(window_name("spend", w), T.DoubleType(), False) for w in windows]
+    fields += [
+        T.StructField("pref_hour", T.IntegerType(), False),
+        T.StructField("pref_weekday", T.IntegerType(), False),
+        T.StructField("hour_sin", T.DoubleType(), False),
+        T.StructField("hour_cos", T.DoubleType(), False),
+        T.StructField("weekday_sin", T.DoubleType(), False),
+        T.StructField("weekday_cos", T.DoubleType(), False),
+        T.StructField("t_x_seconds", T.LongType(), False),
+        T.StructField("t_mod", T.DoubleType(), False),
+        T.StructField("t_frac", T.DoubleType(), False),
+        T.StructField("t_log10", T.DoubleType(), False),
+    ]
+    return T.StructType(fields)
+
+
+def item_time_schema(windows_days: Sequence[int]) -> T.StructType:
+    """Columns of ``item_time_features`` for the given windows."""
+    windows = sorted({int(w) for w in windows_days})
+    fields = [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), False),
+    ]
+    fields += [T.StructField(window_name("orders", w), T.LongType(), False) for w in windows]
+    fields += [T.StructField(window_name("units", w), T.LongType(), False) for w in windows]
+    fields += [
+        T.StructField("popularity", T.DoubleType(), False),
+        T.StructField("trend", T.DoubleType(), False),
+        T.StructField("last_order_days", T.DoubleType(), False),
+        T.StructField("hour_profile", T.ArrayType(T.DoubleType(), True), False),
+        T.StructField("weekday_profile", T.ArrayType(T.DoubleType(), True), False),
+    ]
+    return T.StructType(fields)
+
+
+REGION_ITEM_FEATURES = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("region", T.StringType(), False),
+        T.StructField("level", T.StringType(), False),
+        T.StructField("key", T.StringType(), False),
+        T.StructField("orders", T.LongType(), False),
+        T.StructField("region_orders", T.LongType(), False),
+        T.StructField("region_share", T.DoubleType(), False),
+        T.StructField("market_share", T.DoubleType(), False),
+        T.StructField("lq", T.DoubleType(), False),
+        T.StructField("lift", T.DoubleType(), False),
+        T.StructField("rank_in_region", T.IntegerType(), False),
+    ]
+)
+
+
+USER_SPACE_FEATURES = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("home_region", T.StringType(), False),
+        T.StructField("regions", T.IntegerType(), False),
+        T.StructField("located_orders", T.LongType(), False),
+        T.StructField("lat", T.DoubleType(), True),
+        T.StructField("lon", T.DoubleType(), True),
+        T.StructField("geohash", T.StringType(), True),
+        T.StructField("x_km", T.DoubleType(), True),
+        T.StructField("y_km", T.DoubleType(), True),
+        T.StructField("x_mod", T.DoubleType(), True),
+        T.StructField("y_mod", T.DoubleType(), True),
+    ]
+)
+
+
+SALES_SERIES = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("series_id", T.StringType(), False),
+        T.StructField("kind", T.StringType(), False),
+        T.StructField("region", T.StringType(), True),
+        T.StructField("category", T.StringType(), False),
+        T.StructField("date", T.DateType(), False),
+        T.StructField("value", T.DoubleType(), False),
+    ]
+)
+
+
+RECOMMENDATIONS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("region", T.StringType(), True),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("bert_score", T.DoubleType(), False),
+        T.StructField("time_score", T.DoubleType(), False),
+        T.StructField("space_score", T.DoubleType(), False),
+        T.StructField("causal_score", T.DoubleType(), False),
+        T.StructField("history_score", T.DoubleType(), False),
+        T.StructField("cooc_score", T.DoubleType(), False),
+        T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("is_cold_start", T.BooleanType(), False),
+    ]
+)
+
+
+FUSION_WEIGHTS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("feature", T.StringType(), False),
+        T.StructField("weight", T.DoubleType(), False),
+        T.StructField("components", T.StringType(), False),
+        T.StructField("train_as_of", T.DateType(), False),
+        T.StructField("train_rows", T.LongType(), False),
+        T.StructField("train_positives", T.LongType(), False),
+        T.StructField("log_loss", T.DoubleType(), True),
+        T.StructField("status", T.StringType(), False),
+    ]
+)
+
+
+EVAL_METRICS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("model", T.StringType(), False),
+        T.StructField("variant", T.StringType(), False),
+        T.StructField("k", T.IntegerType(), False),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("stderr", T.DoubleType(), True),
+        T.StructField("users", T.LongType(), False),
+        T.StructField("level", T.StringType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("cutoff", T.DateType(), False),
+    ]
+)
+
+
+RUN_LOG = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("started", T.TimestampType(), False),
+        T.StructField("finished", T.TimestampType(), False),
+        T.StructField("rows_in", T.LongType(), True),
+        T.StructField("rows_out", T.LongType(), True),
+        T.StructField("status", T.StringType(), False),
+        T.StructField("message", T.StringType(), True),
+        T.StructField("tables", T.ArrayType(T.StringType()), True),
+    ]
+)
+
+
+def window_name(prefix: str, days: int) -> str:
+    """Column name of a windowed feature, e.g. ``orders_7d``."""
+    return f"{prefix}_{days}d"
 
 
 def require_columns(df: DataFrame, columns: Iterable[str], *, where: str) -> None:

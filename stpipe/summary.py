@@ -8,6 +8,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from stpipe import tables
+from stpipe.catalogue import ORDERS_CLEAN
 
 
 def summary_text(spark: SparkSession, warehouse: str) -> str:
@@ -20,6 +21,6 @@ def summary_text(spark: SparkSession, warehouse: str) -> str:
     lines += [
         "",
         "Next: the notebooks (make notebooks), the evaluation report (make evaluate),",
-        f"or any table with any Delta reader, e.g. spark.read.format('delta').load('{root}/orders_clean')",
+        f"or any table with any Delta reader, e.g. spark.read.format('delta').load('{root}/{ORDERS_CLEAN.name}')",
     ]
     return "\n".join(lines)

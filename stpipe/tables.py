@@ -8,7 +8,10 @@ exactly that slice (``replaceWhere``), which makes reruns idempotent.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -26,9 +29,27 @@ def exists(spark: SparkSession, warehouse: str, name: str) -> bool:
     return DeltaTable.isDeltaTable(spark, table_path(warehouse, name))
 
 
+# The names of the tables read inside recording_reads() (None: nobody is recording).
+_reads: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("reads", default=None)
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[list[str]]:
+    """Collect the names of the tables :func:`read` opens inside the block, in order."""
+    names: list[str] = []
+    token = _reads.set(names)
+    try:
+        yield names
+    finally:
+        _reads.reset(token)
+
+
 def read(spark: SparkSession, warehouse: str, name: str) -> DataFrame:
     """Read a table, with a message naming the stage to run when it is missing."""
     path = table_path(warehouse, name)
+    reads = _reads.get()
+    if reads is not None:
+        reads.append(name)
     if not exists(spark, warehouse, name):
         raise TableMissingError(
             f"table {name} not found at {path}; run the stage that writes it first "

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import ingest
 from stpipe import tables
 from stpipe.adapters import read_source
 from stpipe.config import load_settings
+from stpipe.stages import INGEST, ingest, run_stage
 from tests.conftest import OLIST_DIR, RETAIL_FILE, needs_shared
 
 pytestmark = [pytest.mark.slow, needs_shared]
@@ -98,7 +98,7 @@ def retail_run(spark, tmp_path_factory, retail_pd):
     path = folder / "sample.csv.gz"
     sample.to_csv(path, index=False)
     warehouse = str(folder / "wh")
-    result = ingest.run(spark, _settings(warehouse, "online_retail", path, "2011-07-01"))
+    result = run_stage(spark, _settings(warehouse, "online_retail", path, "2011-07-01"), INGEST)
     clean = tables.read(spark, warehouse, "orders_clean")
     return {
         "sample": sample,
@@ -203,7 +203,7 @@ def _olist(name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def olist_run(spark, tmp_path_factory):
     warehouse = str(tmp_path_factory.mktemp("olist") / "wh")
-    result = ingest.run(spark, _settings(warehouse, "olist", OLIST_DIR, "2018-11-01"))
+    result = run_stage(spark, _settings(warehouse, "olist", OLIST_DIR, "2018-11-01"), INGEST)
     return {
         "result": result,
         "clean": tables.read(spark, warehouse, "orders_clean").toPandas(),

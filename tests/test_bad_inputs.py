@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import ingest
 from stpipe.adapters import read_source
 from stpipe.config import load_settings
 from stpipe.errors import PipelineError
+from stpipe.stages import INGEST, StageContext, ingest, run_stage
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 MANIFEST = yaml.safe_load((CORPUS / "cases.yaml").read_text())
@@ -46,7 +46,7 @@ def test_corpus_is_big_enough():
 @pytest.mark.parametrize("case", [c for c in CASES if "error" in c], ids=lambda c: c["name"])
 def test_bad_input_stops_before_writing(spark, warehouse, case):
     with pytest.raises(PipelineError) as info:
-        ingest.run(spark, _settings(case, warehouse))
+        INGEST.run(StageContext(spark, _settings(case, warehouse), INGEST))  # no run_log row either
     message = str(info.value)
     assert case["error"] in message
     assert "\n" not in message and "Traceback" not in message
@@ -56,7 +56,7 @@ def test_bad_input_stops_before_writing(spark, warehouse, case):
 @pytest.mark.parametrize("case", [c for c in CASES if "rows" in c], ids=lambda c: c["name"])
 def test_bad_rows_are_quarantined_good_rows_pass(spark, warehouse, case):
     settings = _settings(case, warehouse)
-    prepared = ingest.prepare(read_source(spark, settings.ingest), settings)
+    prepared = ingest.prepare(read_source(spark, settings.ingest), run_date=settings.date, ingest=settings.ingest)
     try:
         clean, quarantine = [], []
         for row in prepared.orders.unionByName(prepared.quarantine, allowMissingColumns=True).collect():
@@ -85,7 +85,7 @@ def test_bad_rows_are_quarantined_good_rows_pass(spark, warehouse, case):
 def test_olist_tiny_items_and_reviews(spark, warehouse):
     case = next(c for c in CASES if c["name"] == "olist_tiny")
     settings = _settings(case, warehouse)
-    prepared = ingest.prepare(read_source(spark, settings.ingest), settings)
+    prepared = ingest.prepare(read_source(spark, settings.ingest), run_date=settings.date, ingest=settings.ingest)
     try:
         items = {r["item_id"]: (r["title"], r["category"]) for r in prepared.items.collect()}
         assert items == {
@@ -107,9 +107,9 @@ def test_written_tables_reconcile_and_rerun_is_identical(spark, warehouse):
 
     case = next(c for c in CASES if c["name"] == "online_retail_quirks")
     settings = _settings(case, warehouse)
-    first = ingest.run(spark, settings)
+    first = run_stage(spark, settings, INGEST)
     before = {n: sorted(map(tuple, tables.read(spark, warehouse, n).collect())) for n in first.tables}
-    second = ingest.run(spark, settings)
+    second = run_stage(spark, settings, INGEST)
     after = {n: sorted(map(tuple, tables.read(spark, warehouse, n).collect())) for n in second.tables}
     assert before == after
     assert first.rows_in == 11 and first.rows_out == 3 and first.details["quarantined"] == 8

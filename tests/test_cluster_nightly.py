@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
-from jobs import nightly
 from stpipe.config import load_settings, replace
+from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DATE = "2024-02-10"
@@ -107,7 +107,7 @@ def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, spark, tmp_
         **{"storage.warehouse": str(local), "run_date": RUN_DATE, "ingest.rows": ROWS,
            "ingest.seed": 42},
     )
-    nightly.run(spark, settings)
+    run_nightly(spark, settings)
     names = sorted(p.name for p in local.iterdir() if (p / "_delta_log").is_dir())
     assert sorted(p.name for p in remote.iterdir() if (p / "_delta_log").is_dir()) == names
     for name in names:

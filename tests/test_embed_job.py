@@ -63,16 +63,16 @@ def test_user_embedding_is_decayed_weighted_mean(spark):
 
 
 def test_embed_job_twice(spark, warehouse):
-    from jobs.embed import run
+    from stpipe.stages import EMBED, run_stage
     from udfs.embed import Embedder
 
     tables.write(spark.createDataFrame(ITEMS, ITEM_SCHEMA), warehouse, "items")
     orders = [order("u1", "p1", dt.datetime(2024, 2, 1)), order("u2", "p4", dt.datetime(2024, 2, 3))]
     tables.write(spark.createDataFrame(orders, ORDERS_CLEAN), warehouse, "orders_clean")
     settings = replace(Settings(), **{"storage.warehouse": warehouse, "run_date": "2024-03-01", "model.arrow_batch_rows": 3})
-    run(spark, settings)
+    run_stage(spark, settings, EMBED)
     first = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
-    run(spark, settings)
+    run_stage(spark, settings, EMBED)
     second = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
     users = tables.read(spark, warehouse, "user_embeddings").orderBy("user_id").toPandas()
 
@@ -97,16 +97,24 @@ def test_pooling_carries_a_user_across_arrow_batches():
     items = [f"i{k}" for k in range(len(users))]
     vectors = rng.normal(size=(len(users), 4)).astype(np.float32)
     weights = rng.uniform(0.1, 1.0, len(users))
+    # the same id in two sources is two users: "d" of shop y follows "d" of shop x
+    sources = ["x"] * len(users) + ["y"]
+    users = users + ["d"]
+    items = items + ["i99"]
+    vectors = np.vstack([vectors, rng.normal(size=(1, 4)).astype(np.float32)])
+    weights = np.r_[weights, 0.5]
     rows = pd.DataFrame(
-        {"user_id": users, "item_id": items, "weight": weights, "embedding": list(vectors)}
+        {"source": sources, "user_id": users, "item_id": items, "weight": weights,
+         "embedding": list(vectors)}
     )
     # batches cut inside b (twice) and right after c; one empty batch
     cuts = [0, 4, 6, 9, 9, len(users)]
     batches = [rows.iloc[a:b].reset_index(drop=True) for a, b in zip(cuts, cuts[1:], strict=False)]
     got = pd.concat(list(pool_sorted(iter(batches))), ignore_index=True)
-    assert got["user_id"].tolist() == ["a", "b", "c", "d"]
-    assert got["n_items"].tolist() == [3, 5, 1, 2]
-    for user, embedding in zip(got["user_id"], got["embedding"], strict=True):
-        mine = np.array([u == user for u in users])
+    assert got["user_id"].tolist() == ["a", "b", "c", "d", "d"]
+    assert got["source"].tolist() == ["x"] * 4 + ["y"]
+    assert got["n_items"].tolist() == [3, 5, 1, 2, 1]
+    for source, user, embedding in zip(got["source"], got["user_id"], got["embedding"], strict=True):
+        mine = np.array([(s, u) == (source, user) for s, u in zip(sources, users, strict=True)])
         want = (weights[mine, None] * vectors[mine].astype(np.float64)).sum(0)
         np.testing.assert_allclose(embedding, want / np.linalg.norm(want), rtol=1e-6)

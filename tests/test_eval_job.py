@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import evaluate
 from stpipe import tables
 from stpipe.adapters import synthetic
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError
+from stpipe.stages import evaluate, run_stage
 
 CUTOFF = dt.date(2024, 2, 10)
 HORIZON = 14
@@ -50,10 +50,10 @@ def _pandas_pop_global_hr5(lines: pd.DataFrame) -> tuple[float, int]:
 
 def test_evaluate_job_twice_identical_with_report_and_json(spark, warehouse, tmp_path, capsys):
     settings = _settings(warehouse, str(tmp_path / "reports"))
-    first = evaluate.run(spark, settings)
+    first = run_stage(spark, settings, evaluate.EVALUATE)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
     before = tables.read(spark, warehouse, "eval_metrics").toPandas()
-    evaluate.run(spark, replace(settings, **{"evaluate.ingest": False}))  # same orders_clean
+    run_stage(spark, replace(settings, **{"evaluate.ingest": False}), evaluate.EVALUATE)  # same orders_clean
     capsys.readouterr()
     after = tables.read(spark, warehouse, "eval_metrics").toPandas()
 
@@ -92,7 +92,7 @@ def test_evaluate_job_twice_identical_with_report_and_json(spark, warehouse, tmp
 def test_evaluate_requires_a_cutoff(spark, warehouse, tmp_path):
     settings = _settings(warehouse, str(tmp_path), **{"evaluate.cutoff": None, "evaluate.ingest": False})
     with pytest.raises(ConfigError, match="cutoff"):
-        evaluate.run(spark, settings)
+        run_stage(spark, settings, evaluate.EVALUATE)
 
 
 def test_unknown_model_is_named(spark, warehouse, tmp_path):

@@ -4,10 +4,9 @@ import datetime as dt
 
 import pandas as pd
 
-import jobs.recommend
-from stpipe.config import Settings
 from stpipe.evaluate import full
 from stpipe.evaluate.baselines import EvalContext
+from stpipe.recommend import RecommendOptions
 
 CUTOFF = dt.date(2024, 3, 1)
 
@@ -21,9 +20,10 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
         rows += [("*", "north", 1, "pop1"), ("*", "north", 2, "pop2")]
         return spark_.createDataFrame(rows, "user_id string, region string, rank int, item_id string")
 
-    monkeypatch.setattr(jobs.recommend, "recommend", fake_recommend)
-    monkeypatch.setattr(full, "prepare_scratch", lambda *a, **kw: {"orders": None})
-    models = full.models(spark, Settings(), orders=None, items=None, cutoff=CUTOFF, list_length=2)
+    monkeypatch.setattr(full, "recommend", fake_recommend)
+    models = full.models(
+        spark, prepare=lambda: {"orders": None}, cutoff=CUTOFF, list_length=2, opts=RecommendOptions()
+    )
     assert set(models) == {"full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc"}
     seen = {"u1": {"x"}, "u2": {"y"}, "u3": {"z"}}  # u4 has no history: cold
     base = EvalContext(spark=spark, cutoff=CUTOFF, users=pd.DataFrame(), n=2, seen=seen)

@@ -12,12 +12,13 @@ import statistics
 import pandas as pd
 import pytest
 
-from jobs import features as features_job
 from stpipe import tables
-from stpipe.config import load_settings, replace
+from stpipe.config import FeatureSettings, load_settings, replace
 from stpipe.errors import ConfigError, InputError
+from stpipe.features import build as features_build
 from stpipe.features import common, space, time
 from stpipe.schema import ITEMS, ORDERS_CLEAN
+from stpipe.stages import FEATURES, run_stage
 
 RUN = dt.date(2024, 3, 10)
 UTC = dt.timezone.utc
@@ -231,12 +232,12 @@ def test_user_space_features_home_region_position_and_nulls(spark):
 def test_adding_orders_after_the_run_date_changes_no_feature(spark):
     def tables_for(rows):
         lines = lines_of(spark, rows)
-        outputs = features_job.transform(
-            lines, run_date=RUN, timezone="UTC", windows_days=[7, 30, 90],
-            time_period_seconds=604_800, lift_prior=20.0, geohash_precision=7,
-            map_extent_km=100.0,
+        params = FeatureSettings(
+            timezone="UTC", windows_days=[7, 30, 90], time_period_seconds=604_800,
+            lift_prior=20.0, geohash_precision=7, map_extent_km=100.0,
         )
-        return {name: frame(df) for name, df in outputs.items()}
+        outputs = features_build.feature_frames(lines, run_date=RUN, params=params)
+        return {table.name: frame(df) for table, df in outputs.items()}
 
     before, after = tables_for(PAST), tables_for(PAST + FUTURE)
     for name, table in before.items():
@@ -271,10 +272,10 @@ def test_features_job_twice_leaves_identical_tables_and_other_dates_alone(spark,
     def snapshot():
         return {name: frame(tables.read(spark, warehouse, name)) for name in names}
 
-    features_job.run(spark, _settings(warehouse, "2024-03-05"))
-    first_result = features_job.run(spark, _settings(warehouse, "2024-03-10"))
+    run_stage(spark, _settings(warehouse, "2024-03-05"), FEATURES)
+    first_result = run_stage(spark, _settings(warehouse, "2024-03-10"), FEATURES)
     first = snapshot()
-    second_result = features_job.run(spark, _settings(warehouse, "2024-03-10"))
+    second_result = run_stage(spark, _settings(warehouse, "2024-03-10"), FEATURES)
     second = snapshot()
     assert first_result.rows_out == second_result.rows_out > 0
     for name in names:

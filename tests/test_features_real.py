@@ -16,7 +16,7 @@ import pytest
 from conftest import OLIST_DIR, RETAIL_FILE, needs_shared
 from test_geo import _reference_geohash
 
-from jobs import features as features_job
+from stpipe.features import build as features_job
 from stpipe.features import space, time
 from stpipe.schema import ITEMS, ORDERS_CLEAN
 

@@ -3,10 +3,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from jobs import ingest
 from stpipe import tables
 from stpipe.adapters import synthetic
 from stpipe.config import load_settings, replace
+from stpipe.stages import INGEST, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,9 @@ def _settings(warehouse, rows=2000):
 
 def test_ingest_twice_leaves_identical_tables(spark, warehouse):
     s = _settings(warehouse)
-    first = ingest.run(spark, s)
+    first = run_stage(spark, s, INGEST)
     before = tables.read(spark, warehouse, "orders_clean").toPandas()
-    second = ingest.run(spark, s)
+    second = run_stage(spark, s, INGEST)
     after = tables.read(spark, warehouse, "orders_clean").toPandas()
     assert first.rows_in == second.rows_in == first.rows_out + first.details["quarantined"]
     key = ["order_id", "line_no"]

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
-from jobs import nightly
 from stpipe.config import load_settings, replace
+from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DATE = "2024-02-10"
@@ -78,8 +78,8 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 @pytest.mark.slow
 def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     warehouse, reference = str(tmp_path / "wh"), str(tmp_path / "ref")
-    nightly.run(spark, _settings(warehouse, seed=1))
-    nightly.run(spark, _settings(reference, seed=2))  # a clean run of what the killed one does
+    run_nightly(spark, _settings(warehouse, seed=1))
+    run_nightly(spark, _settings(reference, seed=2))  # a clean run of what the killed one does
     names = _tables(warehouse)
     previous = {n: _read(warehouse, n) for n in names}
     wanted = {n: _read(reference, n) for n in names}
@@ -132,7 +132,7 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     rerun = _settings(
         warehouse, seed=2, **{"storage.vacuum": True, "storage.vacuum_retention_hours": 0}
     )
-    result = nightly.run(spark, rerun)
+    result = run_nightly(spark, rerun)
     assert result.details["stages"]["ingest"] == "ran"
     for name in names:
         assert _same(_read(warehouse, name), wanted[name]), name

@@ -5,8 +5,7 @@ Tables are read back with the independent ``deltalake`` reader, not with the cod
 
 from __future__ import annotations
 
-import sys
-import types
+import json
 from pathlib import Path
 
 import deltalake
@@ -14,11 +13,12 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
-from jobs import nightly
-from stpipe import orchestrate, tables
+from stpipe import catalogue, stages, tables
+from stpipe.catalogue import Table
 from stpipe.config import load_settings, replace
-from stpipe.errors import ConfigError
+from stpipe.errors import ConfigError, PipelineError
 from stpipe.runlog import StageResult
+from stpipe.stages import NIGHTLY, Stage, orchestrate, run_nightly, run_stage
 
 RUN_DATE = "2024-02-10"  # the day after 40 synthetic days from 2024-01-01
 
@@ -45,7 +45,7 @@ _table = read_sorted
 def _data_tables(warehouse: str) -> list[str]:
     return sorted(
         p.name for p in Path(warehouse).iterdir()
-        if (p / "_delta_log").is_dir() and p.name != "run_log"
+        if (p / "_delta_log").is_dir() and p.name != catalogue.RUN_LOG.name
     )
 
 
@@ -60,15 +60,16 @@ def _committed(table_dir: Path) -> set[str]:
 
 
 def _run_log(warehouse: str) -> pd.DataFrame:
-    return deltalake.DeltaTable(str(Path(warehouse) / "run_log")).to_pandas()
+    return deltalake.DeltaTable(str(Path(warehouse) / catalogue.RUN_LOG.name)).to_pandas()
 
 
 def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(spark, warehouse):
     settings = _settings(warehouse)
-    first = nightly.run(spark, settings)
+    first = run_nightly(spark, settings)
     names = _data_tables(warehouse)
-    assert {"orders_clean", "orders_quarantine", "items"} <= set(names)
-    stage_names = [orchestrate.as_stage(s).name for s in nightly.STAGES]
+    written = {t.name for stage in NIGHTLY for t in stage.outputs} - {catalogue.REVIEWS.name}
+    assert set(names) == written  # every declared output, and nothing else (synthetic: no reviews)
+    stage_names = [s.name for s in NIGHTLY]
     assert first.details["stages"] == {name: "ran" for name in stage_names}
     before = {n: _table(warehouse, n) for n in names}
     versions = {n: _version(warehouse, n) for n in names}
@@ -78,15 +79,16 @@ def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(spark, 
     assert sorted(ok.stage) == sorted(stage_names)
     assert (ok.finished >= ok.started).all()
     ingest_row = ok[ok.stage == "ingest"].iloc[0]
-    assert ingest_row.rows_out == len(before["orders_clean"])
+    assert ingest_row.rows_out == len(before[catalogue.ORDERS_CLEAN.name])
+    _assert_reads_are_declared(ok)
 
-    second = nightly.run(spark, settings)
+    second = run_nightly(spark, settings)
     assert second.details["stages"] == {name: "skipped" for name in stage_names}
     assert {n: _version(warehouse, n) for n in names} == versions  # nothing was rewritten
     log = _run_log(warehouse)
     assert sorted(log[log.status == "skipped"].stage) == sorted(stage_names)
 
-    third = nightly.run(spark, settings, force=True)
+    third = run_nightly(spark, settings, force=True)
     assert third.details["stages"] == {name: "ran" for name in stage_names}
     for name in names:
         if len(before[name]):  # Delta commits nothing for an empty slice replaced by nothing
@@ -94,96 +96,116 @@ def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(spark, 
         pd.testing.assert_frame_equal(_table(warehouse, name), before[name], obj=name)
 
 
+def _assert_reads_are_declared(ok: pd.DataFrame) -> None:
+    """Each stage opened exactly its declared inputs (optional ones and reuses: when present)."""
+    for stage in NIGHTLY:
+        row = ok[ok.stage == stage.name].iloc[-1]
+        opened = set(json.loads(row.message)["reads"])
+        required = {t.name for t in stage.inputs}
+        allowed = required | {t.name for t in stage.optional + stage.reuses}
+        assert required <= opened <= allowed, (stage.name, opened, allowed)
+
+
 def test_changed_source_parameters_rerun_ingest(spark, warehouse):
-    nightly.run(spark, _settings(warehouse))
-    first = _table(warehouse, "orders_clean")
-    result = nightly.run(spark, _settings(warehouse, **{"ingest.seed": 43}))
+    run_nightly(spark, _settings(warehouse))
+    first = _table(warehouse, catalogue.ORDERS_CLEAN.name)
+    result = run_nightly(spark, _settings(warehouse, **{"ingest.seed": 43}))
     assert result.details["stages"]["ingest"] == "ran"
-    second = _table(warehouse, "orders_clean")
+    second = _table(warehouse, catalogue.ORDERS_CLEAN.name)
     assert not first.equals(second)
     assert set(second.source) == {"synthetic"}  # the slice was replaced, not appended to
     assert len(second) == second[["order_id", "line_no"]].drop_duplicates().shape[0]
 
 
-def _fake_stage(monkeypatch, module_name: str, table: str, source: str | None, factor: int):
-    """A module whose run() writes ``table`` = (source table's x) * factor, or 1..5."""
+def _table_decl(name: str) -> Table:
+    return Table(name, None, "a test table", readers="tests")
 
-    def run(spark, settings):
-        wh = settings.storage.warehouse
+
+def _fake_stage(name: str, out: Table, source: Table | None, factor: int, config=()) -> Stage:
+    """A stage that writes ``out`` = (``source``'s x) * factor, or 1..5."""
+
+    def run(ctx):
         if source is None:
-            df = spark.range(1, 6).selectExpr("id AS x")
+            df = ctx.spark.range(1, 6).selectExpr("id AS x")
         else:
-            df = tables.read(spark, wh, source).selectExpr(f"x * {factor} AS x")
-        n = tables.write(df, wh, table)
-        return StageResult(rows_in=5, rows_out=n, tables=[table])
+            df = ctx.read(source).selectExpr(f"x * {factor} AS x")
+        return StageResult(rows_in=5, rows_out=ctx.write(out, df))
 
-    module = types.ModuleType(module_name)
-    module.run = run
-    monkeypatch.setitem(sys.modules, module_name, module)
+    return Stage(name, run, inputs=(source,) if source else (), outputs=(out,), config=config)
 
 
-def test_forcing_a_stage_reruns_the_stages_that_read_its_tables(spark, warehouse, monkeypatch):
-    _fake_stage(monkeypatch, "fake_a", "ta", None, 1)
-    _fake_stage(monkeypatch, "fake_b", "tb", "ta", 10)
-    _fake_stage(monkeypatch, "fake_c", "tc", None, 1)
-    _fake_stage(monkeypatch, "fake_d", "td", "tb", 2)
-    stages = [
-        orchestrate.Stage("a", "fake_a", config=("ingest",)),
-        ("b", "fake_b"),
-        orchestrate.Stage("c", "fake_c", config=("granger",), inputs=()),
-        ("d", "fake_d"),  # reads, by default, every table written before it
+def test_forcing_a_stage_reruns_the_stages_that_read_its_tables(spark, warehouse):
+    ta, tb, tc, td = (_table_decl(n) for n in ("ta", "tb", "tc", "td"))
+    graph = [
+        _fake_stage("a", ta, None, 1, config=("ingest",)),
+        _fake_stage("b", tb, ta, 10, config=("granger",)),
+        _fake_stage("c", tc, None, 1),
+        _fake_stage("d", td, tb, 2),
     ]
     settings = _settings(warehouse)
     run = orchestrate.run_pipeline
-    ran = run(spark, settings, stages).details["stages"]
+    ran = run(spark, settings, graph).details["stages"]
     assert ran == {"a": "ran", "b": "ran", "c": "ran", "d": "ran"}
     assert sorted(_table(warehouse, "td").x) == [20, 40, 60, 80, 100]
 
-    # b rewrites tb: d (which reads every earlier table) reruns, c (reads none) does not
-    outcome = run(spark, settings, stages, force_stages=["b"]).details["stages"]
+    # b rewrites tb: d (reads tb) reruns, c (reads nothing) does not
+    outcome = run(spark, settings, graph, force_stages=["b"]).details["stages"]
     assert outcome == {"a": "skipped", "b": "ran", "c": "skipped", "d": "ran"}
 
-    # a rewrites ta: b and d read it
-    outcome = run(spark, settings, stages, force_stages=["a"]).details["stages"]
+    # a rewrites ta: b reads it, and d reads what b rewrites
+    outcome = run(spark, settings, graph, force_stages=["a"]).details["stages"]
     assert outcome == {"a": "ran", "b": "ran", "c": "skipped", "d": "ran"}
 
-    # a changed granger key concerns c (config=("granger",)), b and d (all sections)
+    # a changed granger key concerns b (config=("granger",)) and so d; not a or c
     changed = replace(settings, **{"granger.max_lag": settings.granger.max_lag + 1})
-    outcome = run(spark, changed, stages).details["stages"]
-    assert outcome == {"a": "skipped", "b": "ran", "c": "ran", "d": "ran"}
+    outcome = run(spark, changed, graph).details["stages"]
+    assert outcome == {"a": "skipped", "b": "ran", "c": "skipped", "d": "ran"}
 
-    # a table rewritten behind the runner's back makes its writer incomplete (and d)
+    # a table rewritten behind the runner's back makes its writer incomplete
     tables.write(spark.range(1, 3).selectExpr("id AS x"), warehouse, "tc")
-    outcome = run(spark, changed, stages).details["stages"]
-    assert outcome == {"a": "skipped", "b": "skipped", "c": "ran", "d": "ran"}
+    outcome = run(spark, changed, graph).details["stages"]
+    assert outcome == {"a": "skipped", "b": "skipped", "c": "ran", "d": "skipped"}
 
 
-def test_a_failed_stage_is_recorded_and_rerun(spark, warehouse, monkeypatch):
+def test_a_stage_cannot_read_or_write_an_undeclared_table(spark, warehouse):
+    ta, tb = _table_decl("ta"), _table_decl("tb")
+    settings = _settings(warehouse)
+    run_stage(spark, settings, _fake_stage("a", ta, None, 1))
+    sneaky = Stage("s", lambda ctx: StageResult(rows_out=ctx.read(ta).count()), outputs=(tb,))
+    with pytest.raises(PipelineError, match="stage s reads table ta, which it does not declare"):
+        run_stage(spark, settings, sneaky)
+    writer = Stage("w", lambda ctx: StageResult(rows_out=ctx.write(ta, ctx.spark.range(1))))
+    with pytest.raises(PipelineError, match="stage w writes table ta, which it does not declare"):
+        run_stage(spark, settings, writer)
+
+
+def test_a_failed_stage_is_recorded_and_rerun(spark, warehouse):
     calls = []
+    tf = _table_decl("tf")
 
-    def flaky(spark, settings):
+    def flaky(ctx):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("boom")
-        n = tables.write(spark.range(3).selectExpr("id AS x"), settings.storage.warehouse, "tf")
-        return StageResult(rows_out=n, tables=["tf"])
+        return StageResult(rows_out=ctx.write(tf, ctx.spark.range(3).selectExpr("id AS x")))
 
-    module = types.ModuleType("fake_flaky")
-    module.run = flaky
-    monkeypatch.setitem(sys.modules, "fake_flaky", module)
-    stages = [orchestrate.Stage("f", "fake_flaky")]
+    graph = [Stage("f", flaky, outputs=(tf,))]
     settings = _settings(warehouse)
     with pytest.raises(RuntimeError, match="boom"):
-        orchestrate.run_pipeline(spark, settings, stages)
+        orchestrate.run_pipeline(spark, settings, graph)
     log = _run_log(warehouse)
     assert list(log.status) == ["failed"] and log.message.iloc[0] == "boom"
-    assert orchestrate.run_pipeline(spark, settings, stages).details["stages"] == {"f": "ran"}
-    assert orchestrate.run_pipeline(spark, settings, stages).details["stages"] == {"f": "skipped"}
+    assert orchestrate.run_pipeline(spark, settings, graph).details["stages"] == {"f": "ran"}
+    assert orchestrate.run_pipeline(spark, settings, graph).details["stages"] == {"f": "skipped"}
 
 
 def test_unknown_forced_stage_is_a_config_error():
     with pytest.raises(ConfigError, match="--force-stage nope: unknown stage"):
-        orchestrate.check_stage_names(nightly.STAGES, ["ingest", "nope"])
+        orchestrate.check_stage_names(NIGHTLY, ["ingest", "nope"])
+
+
+def _ctx(spark, settings) -> stages.StageContext:
+    return stages.StageContext(spark, settings, Stage(orchestrate.HOUSEKEEPING, lambda ctx: None))
 
 
 def test_housekeeping_compacts_small_files_and_vacuums_old_ones(spark, warehouse):
@@ -200,7 +222,7 @@ def test_housekeeping_compacts_small_files_and_vacuums_old_ones(spark, warehouse
         warehouse, **{"storage.optimize": True, "storage.vacuum": True,
                       "storage.vacuum_retention_hours": 0}
     )
-    result = orchestrate.housekeep(spark, settings, [name, "not_a_table"])
+    result = orchestrate.housekeep(_ctx(spark, settings), [name, "not_a_table"])
     assert result.tables == [name]
 
     table = deltalake.DeltaTable(str(path))
@@ -226,7 +248,7 @@ def test_vacuum_keeps_removed_files_for_the_configured_retention(spark, warehous
                       "storage.vacuum_retention_hours": 200}
     )
     for _ in range(2):
-        orchestrate.housekeep(spark, settings, [name])
+        orchestrate.housekeep(_ctx(spark, settings), [name])
     table = deltalake.DeltaTable(str(path))
     assert table.metadata().configuration["delta.deletedFileRetentionDuration"] == "interval 200 hours"
     operations = [h["operation"] for h in table.history()]

@@ -30,7 +30,7 @@ def test_notebooks_are_stored_without_outputs(path):
 
 @pytest.fixture(scope="module")
 def pipeline_warehouse(spark, tmp_path_factory):
-    from jobs import nightly
+    from stpipe.stages import run_nightly
 
     warehouse = str(tmp_path_factory.mktemp("nb") / "warehouse")
     settings = replace(
@@ -44,7 +44,7 @@ def pipeline_warehouse(spark, tmp_path_factory):
             "storage.vacuum": False,
         },
     )
-    nightly.run(spark, settings)
+    run_nightly(spark, settings)
     return warehouse
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from stpipe import tables
+from stpipe.catalogue import RECOMMENDATIONS
 from stpipe.config import Settings, replace
 from stpipe.errors import InputError
-from stpipe.recommend import RECOMMENDATIONS, recommend
+from stpipe.recommend import recommend
 from stpipe.schema import ORDERS_CLEAN
 from udfs.score import Catalog, ScoreParams, score_users
 
@@ -158,13 +159,14 @@ def job_settings(wh: str, **extra) -> Settings:
 
 @pytest.fixture(scope="module")
 def job_runs(spark, tiny_warehouse):
-    from jobs.recommend import run
+    from stpipe.stages import FEATURES, RECOMMEND, run_stage
 
     settings = job_settings(tiny_warehouse)
-    run(spark, settings)
+    run_stage(spark, settings, FEATURES)
+    run_stage(spark, settings, RECOMMEND)
     first = tables.read(spark, tiny_warehouse, "recommendations").toPandas()
     weights1 = tables.read(spark, tiny_warehouse, "fusion_weights").toPandas()
-    run(spark, settings)
+    run_stage(spark, settings, RECOMMEND)
     second = tables.read(spark, tiny_warehouse, "recommendations").toPandas()
     weights2 = tables.read(spark, tiny_warehouse, "fusion_weights").toPandas()
     return first, second, weights1, weights2
@@ -172,7 +174,7 @@ def job_runs(spark, tiny_warehouse):
 
 def test_job_lists_have_k_distinct_items_and_templates(job_runs):
     recs = job_runs[0]
-    assert list(recs.columns) == RECOMMENDATIONS.fieldNames()
+    assert list(recs.columns) == RECOMMENDATIONS.columns()
     users = {f"u{u}" for u in range(9)}
     assert set(recs["user_id"]) == users | {"*"}  # u9 only bought on the run date
     for _, lst in recs.groupby(["user_id", "region"]):

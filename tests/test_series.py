@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 from conftest import OLIST_DIR, needs_shared
 
-from jobs import series as series_job
 from stpipe import tables
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError
 from stpipe.schema import ITEMS, ORDERS_CLEAN
+from stpipe.stages import SERIES, run_stage
+from stpipe.stages import series as series_job
 
 RUN = dt.date(2024, 3, 10)
 D = dt.date
@@ -121,10 +122,10 @@ def test_series_job_twice_leaves_identical_tables(spark, warehouse):
         "storage.warehouse": warehouse, "run_date": str(RUN), "features.series_days": 5,
     })
     other = replace(settings, run_date="2024-03-08")
-    series_job.run(spark, other)
-    first = series_job.run(spark, settings)
+    run_stage(spark, other, SERIES)
+    first = run_stage(spark, settings, SERIES)
     snap1 = tables.read(spark, warehouse, "sales_series").toPandas()
-    second = series_job.run(spark, settings)
+    second = run_stage(spark, settings, SERIES)
     snap2 = tables.read(spark, warehouse, "sales_series").toPandas()
     key = ["run_date", "series_id", "date"]
     pd.testing.assert_frame_equal(

@@ -171,7 +171,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
 
 RESULT_COLUMNS = [
-    "user_id", "region", "is_cold_start", "rank", "item_id", "score",
+    "source", "user_id", "region", "is_cold_start", "rank", "item_id", "score",
     "bert_score", "time_score", "space_score", "causal_score", "history_score", "cooc_score", "reasons",
     "n_candidates",
 ]
@@ -302,6 +302,7 @@ def _select(
     out: dict[str, list] = {c: [] for c in RESULT_COLUMNS}
     starts = np.searchsorted(rows, np.arange(len(users) + 1))
     user_ids, regions = users["user_id"].tolist(), users["region"].tolist()
+    sources = users["source"].tolist() if "source" in users else [None] * len(users)
     cold = users["is_cold_start"].tolist()
     for row in range(len(users)):
         lo, hi = starts[row], starts[row + 1]
@@ -313,6 +314,7 @@ def _select(
         short = p.k is not None and len(order) < p.k and len(order) == int(allowed[row].sum())
         for rank, j in enumerate(order, start=1):
             item = cols[j]
+            out["source"].append(sources[row])
             out["user_id"].append(user_ids[row])
             out["region"].append(regions[row])
             out["is_cold_start"].append(bool(cold[row]))

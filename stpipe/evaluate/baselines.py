@@ -24,6 +24,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from stpipe.evaluate.names import BASELINE_NAMES
+
 log = logging.getLogger("stpipe.evaluate")
 
 RECS = T.StructType(
@@ -358,10 +360,6 @@ def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
     return to_spark(ctx.spark, recs)
 
 
-BASELINES: dict[str, Model] = {
-    "pop_global": pop_global,
-    "pop_region": pop_region,
-    "own_history": own_history,
-    "cooc": cooc,
-    "als": als,
-}
+BASELINES: dict[str, Model] = dict(
+    zip(BASELINE_NAMES, (pop_global, pop_region, own_history, cooc, als), strict=True)
+)

@@ -1,11 +1,13 @@
 """`full` (our recommender) and its ablations, trained and run as of the cutoff.
 
-The pipeline stages the recommender reads from (series -> Granger, embed) run into a scratch
-warehouse that holds only the orders before the cutoff, so nothing after it can leak in; then
-:func:`jobs.recommend.recommend` is called once per component set with ``run_date = cutoff``.
-Each call returns long lists (``list_length``), which serve the `all` variant and the category
-level; the `novel` variant calls it with ``allow_repeat=False``. Users
-without history get their region's cold-start template (user_id ``*``).
+The evaluate stage hands in ``prepare``: it runs the stages the recommender reads from
+(series -> Granger, embed) into a scratch warehouse that holds only the orders before the
+cutoff, so nothing after it can leak in, and returns the recommender's input frames. Then
+:func:`stpipe.recommend.recommend` is called once per component set with ``run_date =
+cutoff`` (its feature frames computed as of the cutoff by the features stage's function).
+Each call returns long lists (``list_length``), which serve the `all` variant and the
+category level; the `novel` variant calls it with ``allow_repeat=False``. Users without
+history get their region's cold-start template (user_id ``*``).
 
 When the recommender or a stage it needs fails, the model raises :class:`ModelUnavailable` with
 the reason, and the evaluation reports it as unavailable (never a number).
@@ -15,58 +17,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from stpipe import tables
-from stpipe.config import Settings, replace
 from stpipe.evaluate.baselines import EvalContext, Model, to_spark
+from stpipe.evaluate.names import FULL_VARIANTS
 from stpipe.evaluate.runner import ModelUnavailable
+from stpipe.recommend import RecommendOptions, recommend
 
 log = logging.getLogger("stpipe.evaluate")
 
-FULL = frozenset({"bert", "time", "space", "causal", "history", "cooc"})
-VARIANTS: dict[str, frozenset[str]] = {
-    "full": FULL,
-    "full_no_bert": FULL - {"bert"},
-    "full_no_causal": FULL - {"causal"},
-    "full_no_timespace": FULL - {"time", "space"},
-    "full_no_cooc": FULL - {"cooc"},
-}
 COLD_TEMPLATE_USER = "*"
 
-
-def scratch_path(settings: Settings, source: str, cutoff: dt.date) -> str:
-    base = settings.evaluate.scratch_warehouse or str(Path(settings.storage.warehouse) / "_evaluate")
-    return str(Path(base) / f"{source}-{cutoff.isoformat()}")
-
-
-def prepare_scratch(
-    spark: SparkSession, settings: Settings, orders: DataFrame, items: DataFrame, *, cutoff: dt.date,
-    scratch: str,
-) -> dict[str, Any]:
-    """Write the history orders and the items into ``scratch`` and run series, Granger, embed."""
-    from jobs import embed, granger, series
-    from stpipe.cli import run_stage
-
-    history = orders.where(F.col("ts") < F.lit(dt.datetime.combine(cutoff, dt.time())))
-    tables.write(history, scratch, "orders_clean", partition_by=["order_date"])
-    bought = history.select("item_id").distinct()
-    tables.write(items.join(bought, "item_id", "left_semi"), scratch, "items")
-    stage_settings = replace(settings, run_date=cutoff.isoformat(), **{"storage.warehouse": scratch})
-    for name, stage in (("series", series.run), ("granger", granger.run), ("embed", embed.run)):
-        run_stage(spark, stage_settings, name, stage)
-    granger_stats = tables.read(spark, scratch, "granger_stats").where(F.col("run_date") == F.lit(cutoff))
-    return {
-        "orders": tables.read(spark, scratch, "orders_clean"),
-        "items": tables.read(spark, scratch, "items"),
-        "item_embeddings": tables.read(spark, scratch, "item_embeddings"),
-        "granger_stats": granger_stats,
-    }
+# () -> the recommender's inputs (orders, items, item_embeddings, granger_stats) as of the cutoff
+Prepare = Callable[[], dict[str, DataFrame]]
 
 
 def lists_for_users(recs: pd.DataFrame, users: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -82,25 +49,21 @@ def lists_for_users(recs: pd.DataFrame, users: pd.DataFrame, n: int) -> pd.DataF
 
 def models(
     spark: SparkSession,
-    settings: Settings,
     *,
-    orders: DataFrame,
-    items: DataFrame,
+    prepare: Prepare,
     cutoff: dt.date,
     list_length: int,
+    opts: RecommendOptions,
 ) -> dict[str, Model]:
-    """The four `full` variants as model functions sharing one scratch pipeline run."""
-    state: dict[str, Any] = {}
-    source = settings.ingest.source
+    """The `full` variants as model functions sharing one ``prepare`` (run at most once)."""
+    state: dict[Any, Any] = {}
 
-    def inputs() -> dict[str, Any]:
+    def inputs() -> dict[str, DataFrame]:
         if "error" in state:
             raise ModelUnavailable(state["error"])
         if "inputs" not in state:
             try:
-                state["inputs"] = prepare_scratch(
-                    spark, settings, orders, items, cutoff=cutoff, scratch=scratch_path(settings, source, cutoff)
-                )
+                state["inputs"] = prepare()
             except Exception as exc:  # reported as unavailable, with the reason
                 log.warning("full: the pipeline stages failed as of %s", cutoff, exc_info=True)
                 state["error"] = f"pipeline stages failed: {exc.__class__.__name__}: {_first_line(exc)}"
@@ -120,14 +83,8 @@ def models(
                 wanted |= state.pop(key + ("users",))
                 del state[key]
             if key not in state:
-                try:
-                    from jobs.recommend import recommend
-                    from stpipe.recommend import RecommendOptions
-                except ImportError as exc:
-                    raise ModelUnavailable(f"the recommender is not importable ({exc})") from None
                 data = inputs()
                 try:
-                    opts = RecommendOptions.from_settings(settings.recommend, settings.features.timezone)
                     recs = recommend(
                         spark, **data, run_date=cutoff, components=components,
                         k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
@@ -146,10 +103,9 @@ def models(
         model.__name__ = name
         return model
 
-    return {name: make(name, comps) for name, comps in VARIANTS.items()}
+    return {name: make(name, comps) for name, comps in FULL_VARIANTS.items()}
 
 
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
-

@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from stpipe.evaluate import metrics as M
 from stpipe.evaluate.baselines import AlsGrid, EvalContext, Model, global_ranking
@@ -20,22 +19,6 @@ from stpipe.evaluate.split import drop_seen, temporal_split, to_interactions, tr
 from stpipe.schema import require_columns
 
 log = logging.getLogger("stpipe.evaluate")
-
-EVAL_METRICS = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("model", T.StringType(), False),
-        T.StructField("variant", T.StringType(), False),
-        T.StructField("k", T.IntegerType(), False),
-        T.StructField("metric", T.StringType(), False),
-        T.StructField("value", T.DoubleType(), True),
-        T.StructField("stderr", T.DoubleType(), True),
-        T.StructField("users", T.LongType(), False),
-        T.StructField("level", T.StringType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("cutoff", T.DateType(), False),
-    ]
-)
 
 
 class ModelUnavailable(Exception):

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from stpipe.catalogue import ITEMS
 from stpipe.errors import ConfigError, InputError
 from stpipe.schema import require_columns
 
@@ -94,7 +95,7 @@ def attach_category(
 
     The items table is small (one row per product), so it is broadcast: no shuffle.
     """
-    require_columns(items, ["item_id", "category", "source"], where="items")
+    require_columns(items, ["item_id", "category", "source"], where=ITEMS.name)
     require_columns(lines, ["item_id", "source"], where="order lines")
     if "category" in lines.columns:
         raise InputError("order lines already have a category column; drop it before the join")
@@ -104,7 +105,3 @@ def attach_category(
         "category", F.coalesce(F.col("category"), F.lit(unknown))
     )
 
-
-def window_name(prefix: str, days: int) -> str:
-    """Column name of a windowed feature, e.g. ``orders_7d``."""
-    return f"{prefix}_{days}d"

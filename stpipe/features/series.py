@@ -23,24 +23,11 @@ import datetime as dt
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from stpipe.errors import ConfigError
-from stpipe.schema import require_columns, select_schema
+from stpipe.schema import SALES_SERIES, require_columns, select_schema
 
 MEASURES = ("orders", "units", "revenue")
-
-SALES_SERIES_SCHEMA = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("series_id", T.StringType(), False),
-        T.StructField("kind", T.StringType(), False),
-        T.StructField("region", T.StringType(), True),
-        T.StructField("category", T.StringType(), False),
-        T.StructField("date", T.DateType(), False),
-        T.StructField("value", T.DoubleType(), False),
-    ]
-)
 
 
 def sales_series(
@@ -107,4 +94,4 @@ def sales_series(
         .withColumn("value", F.coalesce(F.element_at("by_date", F.col("date")), F.lit(0.0)))
         .withColumn("run_date", F.lit(run_date))
     )
-    return select_schema(out, SALES_SERIES_SCHEMA)
+    return select_schema(out, SALES_SERIES)

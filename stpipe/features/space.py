@@ -38,47 +38,12 @@ import datetime as dt
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from stpipe.errors import ConfigError
 from stpipe.features import geo
-from stpipe.schema import require_columns, select_schema
+from stpipe.schema import REGION_ITEM_FEATURES, USER_SPACE_FEATURES, require_columns, select_schema
 
 _ALL = "__all__"  # pseudo-level of region_item_features' internal order totals
-
-REGION_ITEM_SCHEMA = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("region", T.StringType(), False),
-        T.StructField("level", T.StringType(), False),
-        T.StructField("key", T.StringType(), False),
-        T.StructField("orders", T.LongType(), False),
-        T.StructField("region_orders", T.LongType(), False),
-        T.StructField("region_share", T.DoubleType(), False),
-        T.StructField("market_share", T.DoubleType(), False),
-        T.StructField("lq", T.DoubleType(), False),
-        T.StructField("lift", T.DoubleType(), False),
-        T.StructField("rank_in_region", T.IntegerType(), False),
-    ]
-)
-
-USER_SPACE_SCHEMA = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("user_id", T.StringType(), False),
-        T.StructField("home_region", T.StringType(), False),
-        T.StructField("regions", T.IntegerType(), False),
-        T.StructField("located_orders", T.LongType(), False),
-        T.StructField("lat", T.DoubleType(), True),
-        T.StructField("lon", T.DoubleType(), True),
-        T.StructField("geohash", T.StringType(), True),
-        T.StructField("x_km", T.DoubleType(), True),
-        T.StructField("y_km", T.DoubleType(), True),
-        T.StructField("x_mod", T.DoubleType(), True),
-        T.StructField("y_mod", T.DoubleType(), True),
-    ]
-)
 
 
 def region_item_features(
@@ -134,7 +99,7 @@ def region_item_features(
         .withColumn("rank_in_region", F.row_number().over(rank))
         .withColumn("run_date", F.lit(run_date))
     )
-    return select_schema(out, REGION_ITEM_SCHEMA)
+    return select_schema(out, REGION_ITEM_FEATURES)
 
 
 def user_space_features(
@@ -194,4 +159,4 @@ def user_space_features(
         .withColumn("y_mod", geo.frac("y_km", map_extent_km))
         .withColumn("run_date", F.lit(run_date))
     )
-    return select_schema(out, USER_SPACE_SCHEMA)
+    return select_schema(out, USER_SPACE_FEATURES)

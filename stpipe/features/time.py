@@ -29,6 +29,10 @@ item_time_features (one row per source, item_id):
     category           items.category joined on item_id and source ('unknown' if none)
     orders_<w>d        orders containing the item in window w
     units_<w>d         units (sum of quantity) in window w
+    popularity         sum over the item's orders of 2^(-age / h), age = (cutoff - order
+                       time) in days, h = features.popularity_half_life_days: an order
+                       at the cutoff counts 1, one half-life earlier 1/2 (the
+                       recommender's time score)
     trend              (orders_<s>d / s + 1) / (orders_<l>d / l + 1) with s, l the two
                        shortest windows (7 and 30 by default): > 1 when demand rises
     last_order_days    (cutoff - last order time with the item) / 86400
@@ -44,71 +48,25 @@ from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from stpipe.errors import ConfigError
 from stpipe.features.common import (
     SECONDS_PER_DAY,
     check_windows,
     cutoff_epoch,
+)
+from stpipe.schema import (
+    item_time_schema,
+    require_columns,
+    select_schema,
+    user_time_schema,
     window_name,
 )
-from stpipe.schema import require_columns, select_schema
 
 HISTORY_COLUMNS = [
     "order_id", "user_id", "item_id", "quantity", "unit_price", "source",
     "epoch", "days_ago", "hour", "weekday",
 ]
-
-
-def user_time_schema(windows_days: Sequence[int]) -> T.StructType:
-    """Columns of ``user_time_features`` for the given windows."""
-    windows = check_windows(windows_days)
-    fields = [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("user_id", T.StringType(), False),
-        T.StructField("recency_days", T.DoubleType(), False),
-        T.StructField("frequency", T.LongType(), False),
-        T.StructField("monetary", T.DoubleType(), False),
-        T.StructField("interval_mean_days", T.DoubleType(), True),
-        T.StructField("interval_std_days", T.DoubleType(), True),
-    ]
-    fields += [T.StructField(window_name("orders", w), T.LongType(), False) for w in windows]
-    fields += [T.StructField(window_name("spend", w), T.DoubleType(), False) for w in windows]
-    fields += [
-        T.StructField("pref_hour", T.IntegerType(), False),
-        T.StructField("pref_weekday", T.IntegerType(), False),
-        T.StructField("hour_sin", T.DoubleType(), False),
-        T.StructField("hour_cos", T.DoubleType(), False),
-        T.StructField("weekday_sin", T.DoubleType(), False),
-        T.StructField("weekday_cos", T.DoubleType(), False),
-        T.StructField("t_x_seconds", T.LongType(), False),
-        T.StructField("t_mod", T.DoubleType(), False),
-        T.StructField("t_frac", T.DoubleType(), False),
-        T.StructField("t_log10", T.DoubleType(), False),
-    ]
-    return T.StructType(fields)
-
-
-def item_time_schema(windows_days: Sequence[int]) -> T.StructType:
-    """Columns of ``item_time_features`` for the given windows."""
-    windows = check_windows(windows_days)
-    fields = [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("item_id", T.StringType(), False),
-        T.StructField("category", T.StringType(), False),
-    ]
-    fields += [T.StructField(window_name("orders", w), T.LongType(), False) for w in windows]
-    fields += [T.StructField(window_name("units", w), T.LongType(), False) for w in windows]
-    fields += [
-        T.StructField("trend", T.DoubleType(), False),
-        T.StructField("last_order_days", T.DoubleType(), False),
-        T.StructField("hour_profile", T.ArrayType(T.DoubleType(), True), False),
-        T.StructField("weekday_profile", T.ArrayType(T.DoubleType(), True), False),
-    ]
-    return T.StructType(fields)
 
 
 def _orders_of(lines: DataFrame, keys: list[str]) -> DataFrame:
@@ -218,8 +176,13 @@ def item_time_features(
     run_date: dt.date,
     timezone: str,
     windows_days: Sequence[int],
+    popularity_half_life_days: float = 14.0,
 ) -> DataFrame:
     """``item_time_features`` from history lines that carry ``category``."""
+    if popularity_half_life_days <= 0:
+        raise ConfigError(
+            f"features.popularity_half_life_days: expected > 0, got {popularity_half_life_days}"
+        )
     require_columns(lines, HISTORY_COLUMNS + ["category"], where="item_time_features input")
     windows = check_windows(windows_days)
     cutoff = cutoff_epoch(run_date, timezone)
@@ -235,8 +198,11 @@ def item_time_features(
         )
     aggs += [F.count(F.when(F.col("hour") == h, 1)).alias(f"_h{h}") for h in range(24)]
     aggs += [F.count(F.when(F.col("weekday") == d, 1)).alias(f"_d{d}") for d in range(7)]
+    age_days = (F.lit(cutoff) - F.col("epoch")) / F.lit(SECONDS_PER_DAY)
+    decayed = F.exp(F.lit(-math.log(2.0) / popularity_half_life_days) * age_days)
     items = orders.groupBy("source", "item_id", "category").agg(
-        F.count("*").alias("_n"), F.max("epoch").alias("last_epoch"), *aggs
+        F.count("*").alias("_n"), F.max("epoch").alias("last_epoch"),
+        F.sum(decayed).alias("popularity"), *aggs
     )
     total = F.col("_n").cast("double")
     short, long_ = (windows[0], windows[1]) if len(windows) > 1 else (windows[0], windows[0])

@@ -1,9 +1,8 @@
 """The recommender: signals as of a date, fusion training, scoring and top-K lists."""
 
 from stpipe.recommend.pipeline import (
-    FUSION_WEIGHTS,
-    RECOMMENDATIONS,
     RecommendOptions,
+    features_on,
     fusion_weights_frame,
     normalise_components,
     recommend,
@@ -11,9 +10,8 @@ from stpipe.recommend.pipeline import (
 )
 
 __all__ = [
-    "FUSION_WEIGHTS",
-    "RECOMMENDATIONS",
     "RecommendOptions",
+    "features_on",
     "fusion_weights_frame",
     "normalise_components",
     "recommend",

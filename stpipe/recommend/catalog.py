@@ -18,20 +18,27 @@ def log_scaled(values: np.ndarray) -> np.ndarray:
 def build_catalog(
     embeddings: pd.DataFrame,
     categories: pd.DataFrame,
-    item_pop: pd.DataFrame,
-    region_pop: pd.DataFrame,
+    item_time: pd.DataFrame,
+    region_item: pd.DataFrame,
     causal: pd.DataFrame | None,
     cooc: pd.DataFrame | None = None,
     *,
     trend_ratio: float = 1.5,
-    min_trend_lines: int = 2,
+    min_trend_orders: int = 2,
     max_region_candidates: int = 500,
 ) -> Catalog:
     """Align every per-item signal on the sorted item ids of ``embeddings``.
 
-    embeddings: item_id, embedding; categories: item_id, category; item_pop: item_id, pop,
-    n_7d, n_30d; region_pop: region, item_id, pop; causal: cause_category, effect_category,
-    strength (or None); cooc: item_id, other_id, similarity (or None: no co-occurrence).
+    embeddings: item_id, embedding; categories: item_id, category; item_time (from
+    ``item_time_features``): item_id, popularity, trend, recent_orders (orders in the shortest
+    window); region_item (``region_item_features`` at the item level): region, item_id, lift;
+    causal: cause_category, effect_category, strength (or None); cooc: item_id, other_id,
+    similarity (or None: no co-occurrence).
+
+    time score = popularity, log-scaled. Space score in region r = popularity x lift in r
+    (the market's demand for the item times how much more r buys it than the market,
+    smoothed by ``features.lift_prior``), log-scaled per region, for the items sold in r (0
+    for the others). Trending: trend >= ``trend_ratio`` with ``min_trend_orders`` recent orders.
     """
     emb = embeddings.sort_values("item_id", kind="stable").drop_duplicates("item_id")
     item_ids = emb["item_id"].astype(str).to_numpy()
@@ -49,24 +56,30 @@ def build_catalog(
     cat_code = {c: i for i, c in enumerate(category_list)}
     codes = np.array([cat_code[c] for c in cat_names], dtype=np.int64)
 
-    pop_df = item_pop.set_index("item_id").reindex(item_ids)
-    pop = pop_df["pop"].fillna(0.0).to_numpy(dtype=np.float64)
-    n7 = pop_df["n_7d"].fillna(0).to_numpy(dtype=np.float64)
-    n30 = pop_df["n_30d"].fillna(0).to_numpy(dtype=np.float64)
-    trending = (n7 >= min_trend_lines) & (n7 / 7.0 >= trend_ratio * n30 / 30.0)
+    # an item id sold by two sources counts once, with the demand of both
+    per_item = item_time.groupby("item_id").agg(
+        popularity=("popularity", "sum"), trend=("trend", "max"), recent_orders=("recent_orders", "sum")
+    ).reindex(item_ids)
+    pop = per_item["popularity"].fillna(0.0).to_numpy(dtype=np.float64)
+    recent = per_item["recent_orders"].fillna(0).to_numpy(dtype=np.float64)
+    trend = per_item["trend"].fillna(0.0).to_numpy(dtype=np.float64)
+    trending = (recent >= min_trend_orders) & (trend >= trend_ratio)
     popular_order = np.lexsort((np.arange(n), -pop))
 
-    regions = sorted(region_pop["region"].dropna().astype(str).unique().tolist())
+    regions = sorted(region_item["region"].dropna().astype(str).unique().tolist())
     space = np.zeros((len(regions), n), dtype=np.float64)
     region_order: list[np.ndarray] = []
     for r, region in enumerate(regions):
-        part = region_pop[(region_pop["region"] == region) & region_pop["item_id"].isin(pos.index)]
+        part = region_item[(region_item["region"] == region) & region_item["item_id"].isin(pos.index)]
+        idx = pos[part["item_id"].astype(str)].to_numpy()
         raw = np.zeros(n, dtype=np.float64)
-        raw[pos[part["item_id"].astype(str)].to_numpy()] = part["pop"].to_numpy(dtype=np.float64)
+        raw[idx] = pop[idx] * part["lift"].to_numpy(dtype=np.float64)
         space[r] = log_scaled(raw)
         # Items sold in the region, most popular there first (ties: market, then item id).
+        sold = np.zeros(n, dtype=bool)
+        sold[idx] = True
         order = np.lexsort((np.arange(n), -pop, -raw))
-        region_order.append(order[raw[order] > 0][:max_region_candidates])
+        region_order.append(order[sold[order]][:max_region_candidates])
 
     strength = np.zeros((len(category_list), len(category_list)), dtype=np.float64)
     if causal is not None:

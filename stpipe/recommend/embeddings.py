@@ -34,6 +34,7 @@ ITEM_EMBEDDINGS = T.StructType(
 USER_EMBEDDINGS = T.StructType(
     [
         T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
         T.StructField("user_id", T.StringType(), False),
         T.StructField("embedding", T.ArrayType(T.FloatType()), False),
         T.StructField("n_items", T.IntegerType(), False),
@@ -79,23 +80,25 @@ def user_embeddings(
     timezone: str,
     model: str,
 ) -> DataFrame:
-    """One row per user with history before ``run_date`` and at least one embedded item."""
+    """One row per (source, user) with history before ``run_date`` and an embedded item."""
     lines = signals.history_before(orders, as_of=run_date, timezone=timezone)
     pairs = signals.user_item_weights(lines, half_life_days=half_life_days)
     joined = pairs.join(item_vectors.select("item_id", "embedding"), "item_id")
 
     pooled = (
-        joined.select("user_id", "item_id", "weight", "embedding")
-        .repartition("user_id")
-        .sortWithinPartitions("user_id", "item_id")  # fixed summation order per user
-        .mapInPandas(pool_sorted, "user_id string, embedding array<float>, n_items int")
+        joined.select("source", "user_id", "item_id", "weight", "embedding")
+        .repartition("source", "user_id")
+        .sortWithinPartitions("source", "user_id", "item_id")  # fixed summation order per user
+        .mapInPandas(
+            pool_sorted, "source string, user_id string, embedding array<float>, n_items int"
+        )
     )
     out = pooled.withColumn("run_date", F.lit(run_date)).withColumn("model", F.lit(model))
     return select_schema(out, USER_EMBEDDINGS)
 
 
 def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Weighted mean embedding per user over batches sorted by (user_id, item_id).
+    """Weighted mean embedding per user over batches sorted by (source, user_id, item_id).
 
     Vectorised over all users of a batch (one Python call per Arrow batch, not per user);
     a user whose rows go on into the next batch is carried over, so every user is pooled
@@ -108,8 +111,8 @@ def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             batch = pd.concat([carry, batch], ignore_index=True)
         if batch.empty:
             continue
-        last = batch["user_id"].iloc[-1]
-        tail = (batch["user_id"] == last).to_numpy()
+        tail = ((batch["source"] == batch["source"].iloc[-1])
+                & (batch["user_id"] == batch["user_id"].iloc[-1])).to_numpy()
         carry = batch[tail]
         done = batch[~tail]
         if len(done):
@@ -119,8 +122,9 @@ def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 
 def _pool(rows: pd.DataFrame) -> pd.DataFrame:
-    users = rows["user_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    users, sources = rows["user_id"].to_numpy(), rows["source"].to_numpy()
+    new_user = (users[1:] != users[:-1]) | (sources[1:] != sources[:-1])
+    starts = np.flatnonzero(np.r_[True, new_user])
     vectors = np.stack(rows["embedding"].to_numpy()).astype(np.float64)
     weighted = rows["weight"].to_numpy(dtype=np.float64)[:, None] * vectors
     sums = np.add.reduceat(weighted, starts, axis=0)
@@ -128,5 +132,5 @@ def _pool(rows: pd.DataFrame) -> pd.DataFrame:
     unit = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
     counts = np.diff(np.r_[starts, len(users)])
     return pd.DataFrame(
-        {"user_id": users[starts], "embedding": list(unit), "n_items": counts.astype(np.int32)}
+        {"source": sources[starts], "user_id": users[starts], "embedding": list(unit), "n_items": counts.astype(np.int32)}
     )

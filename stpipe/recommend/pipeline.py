@@ -1,7 +1,12 @@
-"""The recommender as a function: history in, a ``recommendations`` frame out.
+"""The recommender as a function: history and feature tables in, a ``recommendations`` frame out.
 
 :func:`recommend` is what the nightly ``recommend`` stage and the offline evaluation call
 (the latter with orders strictly before its cutoff and some components switched off).
+Its time and space signals and the users' home regions come from the feature tables
+(``item_time_features``, ``region_item_features``, ``user_space_features``): the nightly
+passes the ones the features stage wrote for the run date; for any other as-of date (fusion
+training as of ``run_date - validation_days``, an evaluation cutoff) they are computed by
+the same function the features stage uses (:func:`stpipe.features.build.features_as_of`).
 """
 
 from __future__ import annotations
@@ -10,58 +15,40 @@ import dataclasses
 import datetime as dt
 import logging
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from stpipe.config import RecommendSettings
+from stpipe.catalogue import (
+    FUSION_WEIGHTS,
+    ITEM_EMBEDDINGS,
+    ITEM_TIME_FEATURES,
+    ITEMS,
+    RECOMMENDATIONS,
+    REGION_ITEM_FEATURES,
+    USER_SPACE_FEATURES,
+    Table,
+)
+from stpipe.config import FeatureSettings, RecommendSettings
 from stpipe.errors import InputError
+from stpipe.features.build import features_as_of
 from stpipe.recommend import signals
 from stpipe.recommend.catalog import build_catalog
 from stpipe.recommend.fusion import FusionFit, fit_fusion
-from stpipe.schema import require_columns, select_schema
+from stpipe.schema import require_columns, select_schema, window_name
 from udfs.score import ALL_COMPONENTS, FEATURES, Catalog, ScoreParams, score_batches
 
 log = logging.getLogger("stpipe.recommend")
 
-RECOMMENDATIONS = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("user_id", T.StringType(), False),
-        T.StructField("region", T.StringType(), True),
-        T.StructField("rank", T.IntegerType(), False),
-        T.StructField("item_id", T.StringType(), False),
-        T.StructField("score", T.DoubleType(), False),
-        T.StructField("bert_score", T.DoubleType(), False),
-        T.StructField("time_score", T.DoubleType(), False),
-        T.StructField("space_score", T.DoubleType(), False),
-        T.StructField("causal_score", T.DoubleType(), False),
-        T.StructField("history_score", T.DoubleType(), False),
-        T.StructField("cooc_score", T.DoubleType(), False),
-        T.StructField("reasons", T.ArrayType(T.StringType()), False),
-        T.StructField("is_cold_start", T.BooleanType(), False),
-    ]
-)
-
-FUSION_WEIGHTS = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("feature", T.StringType(), False),
-        T.StructField("weight", T.DoubleType(), False),
-        T.StructField("components", T.StringType(), False),
-        T.StructField("train_as_of", T.DateType(), False),
-        T.StructField("train_rows", T.LongType(), False),
-        T.StructField("train_positives", T.LongType(), False),
-        T.StructField("log_loss", T.DoubleType(), True),
-        T.StructField("status", T.StringType(), False),
-    ]
-)
+# The feature frames of one as-of date, by table (see the module docstring).
+FeatureFrames = Mapping[Table, DataFrame]
 
 SCORED = T.StructType(
     [
+        T.StructField("source", T.StringType(), False),
         T.StructField("user_id", T.StringType(), False),
         T.StructField("region", T.StringType(), True),
         T.StructField("is_cold_start", T.BooleanType(), False),
@@ -94,13 +81,43 @@ def normalise_components(components: Iterable[str]) -> frozenset[str]:
 
 @dataclasses.dataclass(frozen=True)
 class RecommendOptions(RecommendSettings):
-    """The recommender's settings as plain values: ``RecommendSettings`` plus the time zone."""
+    """The recommender's settings as plain values: ``RecommendSettings`` plus the feature ones."""
 
-    timezone: str = "UTC"
+    features: FeatureSettings = FeatureSettings()
+
+    @property
+    def timezone(self) -> str:
+        return self.features.timezone
 
     @classmethod
-    def from_settings(cls, recommend_settings: RecommendSettings, timezone: str = "UTC") -> RecommendOptions:
-        return cls(**dataclasses.asdict(recommend_settings), timezone=timezone)
+    def from_settings(
+        cls, recommend_settings: RecommendSettings, features: FeatureSettings | None = None
+    ) -> RecommendOptions:
+        return cls(**dataclasses.asdict(recommend_settings), features=features or FeatureSettings())
+
+
+def feature_frames_for(
+    orders: DataFrame, items: DataFrame, features: FeatureFrames | None, *, as_of: dt.date,
+    opts: RecommendOptions,
+) -> FeatureFrames:
+    """``features`` when given (the tables of the as-of date), else computed as of ``as_of``."""
+    if features is not None:
+        return features
+    return features_as_of(orders, items, as_of=as_of, params=opts.features)
+
+
+def _feature_pandas(frames: FeatureFrames, opts: RecommendOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(item_time, region_item) as the small pandas frames :func:`build_catalog` takes."""
+    short = window_name("orders", min(int(w) for w in opts.features.windows_days))
+    item_time = frames[ITEM_TIME_FEATURES].select(
+        "item_id", "popularity", "trend", F.col(short).alias("recent_orders")
+    ).toPandas()
+    region_item = frames[REGION_ITEM_FEATURES].where(F.col("level") == "item").select(
+        "region", F.col("key").alias("item_id"), "lift"
+    ).toPandas()
+    if item_time.empty:
+        raise InputError("item_time_features has no rows for this date; run the features stage first")
+    return item_time, region_item
 
 
 def load_catalog(
@@ -108,6 +125,7 @@ def load_catalog(
     items: DataFrame,
     item_embeddings: DataFrame,
     granger_stats: DataFrame | None,
+    features: FeatureFrames,
     *,
     as_of: dt.date,
     causal_date: dt.date,
@@ -118,26 +136,23 @@ def load_catalog(
 
     ``with_cooc=False`` skips the item x item co-occurrence (its self-join is the costly part).
     """
-    require_columns(item_embeddings, ["item_id", "embedding"], where="item_embeddings")
-    require_columns(items, ["item_id", "category"], where="items")
-    lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
+    require_columns(item_embeddings, ["item_id", "embedding"], where=ITEM_EMBEDDINGS.name)
+    require_columns(items, ["item_id", "category"], where=ITEMS.name)
     emb = item_embeddings.select("item_id", "embedding").toPandas()
     if emb.empty:
         raise InputError("item_embeddings is empty; run the embed stage first")
     cats = items.select("item_id", "category").toPandas()
-    item_pop = signals.item_popularity(lines, half_life_days=opts.popularity_half_life_days).toPandas()
-    region_pop = signals.region_popularity(lines, half_life_days=opts.popularity_half_life_days).toPandas()
+    item_time, region_item = _feature_pandas(features, opts)
     causal = signals.causal_strengths(granger_stats, run_date=causal_date)
     causal_pdf = causal.toPandas() if causal is not None else None
-    cooc = (
-        signals.item_cooccurrence(
+    cooc = None
+    if with_cooc:
+        lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
+        cooc = signals.item_cooccurrence(
             lines, half_life_days=opts.cooc_half_life_days, neighbours=opts.cooc_neighbours
         ).toPandas()
-        if with_cooc
-        else None
-    )
     return build_catalog(
-        emb, cats, item_pop, region_pop, causal_pdf, cooc,
+        emb, cats, item_time, region_item, causal_pdf, cooc,
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
     )
 
@@ -153,7 +168,9 @@ def _score(
         yield from score_batches(batches, shared.value, params)
 
     # Fixed partitioning and order: the same users always meet in the same sub-batches.
-    users = users.repartition(partitions, "user_id").sortWithinPartitions("user_id")
+    users = users.repartition(partitions, "source", "user_id").sortWithinPartitions(
+        "source", "user_id"
+    )
     return users.mapInPandas(run, SCORED)
 
 
@@ -185,38 +202,43 @@ def train_fusion(
     """Fit the fusion weights: candidates as of run_date - validation_days, labels after it."""
     components = normalise_components(components)
     as_of = run_date - dt.timedelta(days=opts.validation_days)
+    features = features_as_of(orders, items, as_of=as_of, params=opts.features)
     catalog = load_catalog(
-        orders, items, item_embeddings, granger_stats, as_of=as_of, causal_date=run_date, opts=opts,
-        with_cooc="cooc" in components,
+        orders, items, item_embeddings, granger_stats, features, as_of=as_of,
+        causal_date=run_date, opts=opts, with_cooc="cooc" in components,
     )
     lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
     later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
         F.col("ts") >= signals.cutoff_ts(as_of, opts.timezone)
     )
-    labels = later.select("user_id", "item_id").distinct().withColumn("label", F.lit(1.0))
-    buyers = later.select("user_id").distinct()
-    users = signals.user_histories(lines, half_life_days=opts.recency_half_life_days).join(
-        buyers, "user_id", "left_semi"
-    )
-    chosen = sorted(r["user_id"] for r in users.select("user_id").collect())
-    chosen = sorted(chosen, key=lambda u: (_sample_rank(u, opts.seed), u))[: opts.fusion_max_users]
-    features = tuple(f for f in FEATURES if f in components)
+    key = ["source", "user_id"]
+    labels = later.select(*key, "item_id").distinct().withColumn("label", F.lit(1.0))
+    buyers = later.select(*key).distinct()
+    users = signals.user_histories(
+        lines, half_life_days=opts.recency_half_life_days, user_space=features[USER_SPACE_FEATURES]
+    ).join(buyers, key, "left_semi")
+    chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
+    chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
+    features_on = tuple(f for f in FEATURES if f in components)
     if not chosen:
-        return fit_fusion(pd.DataFrame(columns=features).to_numpy(float), pd.Series(dtype=float).to_numpy(), features=features, l2=opts.fusion_l2), as_of
-    users = users.where(F.col("user_id").isin(chosen))
+        empty = pd.DataFrame(columns=features_on).to_numpy(float)
+        return fit_fusion(empty, pd.Series(dtype=float).to_numpy(), features=features_on, l2=opts.fusion_l2), as_of
+    wanted = spark.createDataFrame(chosen, "source string, user_id string")
+    users = users.join(wanted, key, "left_semi")
     params = _params(opts, {"intercept": 0.0}, components, None)
     cands = _score(users, catalog, params, partitions=spark.sparkContext.defaultParallelism)
     rows = (
-        cands.select("user_id", "item_id", *[f"{f}_score" for f in features])
-        .join(labels, ["user_id", "item_id"], "left")
+        cands.select(*key, "item_id", *[f"{f}_score" for f in features_on])
+        .join(labels, [*key, "item_id"], "left")
         .fillna({"label": 0.0})
-        .orderBy("user_id", "item_id")
+        .orderBy(*key, "item_id")
         .toPandas()
     )
-    x = rows[[f"{f}_score" for f in features]].to_numpy(dtype=float)
+    x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
     y = rows["label"].to_numpy(dtype=float)
     fit = fit_fusion(
-        x, y, features=features, l2=opts.fusion_l2, min_events_per_feature=opts.fusion_min_events_per_feature
+        x, y, features=features_on, l2=opts.fusion_l2,
+        min_events_per_feature=opts.fusion_min_events_per_feature,
     )
     log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
     return fit, as_of
@@ -231,7 +253,7 @@ def fusion_weights_frame(
         (run_date, feature, float(weight), comps, train_as_of, fit.train_rows, fit.train_positives, fit.log_loss, fit.status)
         for feature, weight in fit.weights.items()
     ]
-    return select_schema(spark.createDataFrame(rows, FUSION_WEIGHTS), FUSION_WEIGHTS)
+    return select_schema(spark.createDataFrame(rows, FUSION_WEIGHTS.schema), FUSION_WEIGHTS.schema)
 
 
 def recommend(
@@ -241,6 +263,7 @@ def recommend(
     items: DataFrame,
     item_embeddings: DataFrame,
     granger_stats: DataFrame | None = None,
+    features: FeatureFrames | None = None,
     run_date: dt.date,
     components: Iterable[str] = ALL_COMPONENTS,
     k: int | None = None,
@@ -251,12 +274,13 @@ def recommend(
 ) -> DataFrame:
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
-    ``components`` (subset of bert, time, space, causal, history, cooc; ``timespace`` = time
-    and space) switches signals and their candidate sources off for ablations; ``weights=None``
-    fits the fusion on the same history first. Returns a frame of the ``recommendations``
-    schema: every user with history (only those in ``only_users`` when given: the offline
-    evaluation scores just the users it evaluates), plus one cold-start template per region
-    (user_id '*').
+    ``features``: the feature frames for ``run_date`` (None: computed from ``orders`` and
+    ``items``). ``components`` (subset of bert, time, space, causal, history, cooc;
+    ``timespace`` = time and space) switches signals and their candidate sources off for
+    ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
+    the ``recommendations`` schema: every (source, user) with history (only the user ids in
+    ``only_users`` when given: the offline evaluation scores just the users it evaluates),
+    plus one cold-start template per source and region (user_id '*').
     """
     components = normalise_components(components)
     opts = dataclasses.replace(
@@ -269,18 +293,28 @@ def recommend(
             spark, orders=orders, items=items, item_embeddings=item_embeddings,
             granger_stats=granger_stats, run_date=run_date, components=components, opts=opts,
         )[0].weights
+    features = feature_frames_for(orders, items, features, as_of=run_date, opts=opts)
     catalog = load_catalog(
-        orders, items, item_embeddings, granger_stats, as_of=run_date, causal_date=run_date, opts=opts,
-        with_cooc="cooc" in components,
+        orders, items, item_embeddings, granger_stats, features, as_of=run_date,
+        causal_date=run_date, opts=opts, with_cooc="cooc" in components,
     )
     lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
-    users = signals.user_histories(lines, half_life_days=opts.recency_half_life_days)
+    users = signals.user_histories(
+        lines, half_life_days=opts.recency_half_life_days, user_space=features[USER_SPACE_FEATURES]
+    )
     if only_users is not None:
         wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")
         users = users.join(wanted, "user_id", "left_semi")
-    users = users.unionByName(signals.cold_start_templates(users, catalog.regions))
+    sources = [r["source"] for r in lines.select("source").distinct().collect()]
+    users = users.unionByName(signals.cold_start_templates(users, sources, catalog.regions))
     scored = _score(
         users, catalog, _params(opts, weights, components, opts.k),
         partitions=spark.sparkContext.defaultParallelism,
     )
-    return select_schema(scored.withColumn("run_date", F.lit(run_date)), RECOMMENDATIONS)
+    return select_schema(scored.withColumn("run_date", F.lit(run_date)), RECOMMENDATIONS.schema)
+
+
+def features_on(run_date: dt.date, frames: FeatureFrames) -> dict[Table, DataFrame]:
+    """The slices of feature tables (all run dates) that belong to ``run_date``."""
+    return {t: df.where(F.col("run_date") == F.lit(run_date)) for t, df in frames.items()}
+

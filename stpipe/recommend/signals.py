@@ -1,9 +1,11 @@
 """Spark transforms that turn order history into the recommender's inputs, as of a date.
 
 Everything is computed from ``orders_clean`` lines with ``ts`` before the as-of date
-(00:00 in the features time zone), so the same code serves the nightly run (as of the run
-date), fusion training (as of run_date - validation_days) and offline evaluation (as of a
-cutoff), without leaking later orders.
+(00:00 in the features time zone, :func:`stpipe.features.common.cutoff_epoch`: the one
+definition of the cutoff), so the same code serves the nightly run (as of the run date),
+fusion training (as of run_date - validation_days) and offline evaluation (as of a
+cutoff), without leaking later orders. Users are keyed by ``(source, user_id)``; their home
+region comes from ``user_space_features`` (:mod:`stpipe.features.space`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from stpipe.catalogue import ITEMS, USER_SPACE_FEATURES
+from stpipe.features.common import cutoff_epoch
 from stpipe.schema import require_columns, select_schema
 
-ORDER_COLUMNS = ["order_id", "user_id", "item_id", "ts", "region"]
+ORDER_COLUMNS = ["order_id", "source", "user_id", "item_id", "ts"]
 
 USER_HISTORY = T.StructType(
     [
+        T.StructField("source", T.StringType(), False),
         T.StructField("user_id", T.StringType(), False),
         T.StructField("region", T.StringType(), True),
         T.StructField("is_cold_start", T.BooleanType(), False),
@@ -31,8 +36,8 @@ USER_HISTORY = T.StructType(
 
 
 def cutoff_ts(as_of: dt.date, timezone: str) -> Column:
-    """00:00 of ``as_of`` in ``timezone``, as a UTC timestamp."""
-    return F.to_utc_timestamp(F.lit(as_of.isoformat()).cast("timestamp"), timezone)
+    """00:00 of ``as_of`` in ``timezone`` (:func:`cutoff_epoch`) as a timestamp column."""
+    return F.lit(cutoff_epoch(as_of, timezone)).cast("timestamp")
 
 
 def history_before(orders: DataFrame, *, as_of: dt.date, timezone: str) -> DataFrame:
@@ -50,27 +55,26 @@ def decay(age_days: Column, half_life_days: float) -> Column:
 
 
 def user_item_weights(lines: DataFrame, *, half_life_days: float) -> DataFrame:
-    """(user_id, item_id, weight, last_ts): recency-decayed count of order lines per pair.
+    """(source, user_id, item_id, weight, last_ts): recency-decayed count of lines per pair.
 
     Lines, not quantities: a wholesale order of 500 units says as much about taste as one of 5.
     """
-    return lines.groupBy("user_id", "item_id").agg(
+    return lines.groupBy("source", "user_id", "item_id").agg(
         F.sum(decay(F.col("age_days"), half_life_days)).alias("weight"),
         F.max("ts").alias("last_ts"),
     )
 
 
-def home_regions(lines: DataFrame) -> DataFrame:
-    """(user_id, region): the region of most of the user's lines (ties: latest, then name)."""
-    per = lines.groupBy("user_id", "region").agg(F.count("*").alias("n"), F.max("ts").alias("last"))
-    w = Window.partitionBy("user_id").orderBy(F.desc("n"), F.desc("last"), F.asc("region"))
-    return per.withColumn("_r", F.row_number().over(w)).where("_r = 1").select("user_id", "region")
+def user_histories(
+    lines: DataFrame, *, half_life_days: float, user_space: DataFrame | None = None
+) -> DataFrame:
+    """One row per (source, user) with history: items most recent first, with their weights.
 
-
-def user_histories(lines: DataFrame, *, half_life_days: float) -> DataFrame:
-    """One row per user with history: items most recent first, with their recency weights."""
+    ``region`` is ``user_space_features.home_region`` (null for a user it does not know,
+    e.g. one whose orders all lie before the features' history window; null without it).
+    """
     pairs = user_item_weights(lines, half_life_days=half_life_days)
-    ordered = pairs.groupBy("user_id").agg(
+    ordered = pairs.groupBy("source", "user_id").agg(
         F.sort_array(
             F.collect_list(
                 F.struct(
@@ -81,7 +85,14 @@ def user_histories(lines: DataFrame, *, half_life_days: float) -> DataFrame:
             )
         ).alias("h")
     )
-    out = ordered.join(home_regions(lines), "user_id").select(
+    if user_space is not None:
+        require_columns(user_space, ["source", "user_id", "home_region"], where=USER_SPACE_FEATURES.name)
+        homes = user_space.select("source", "user_id", F.col("home_region").alias("region"))
+        ordered = ordered.join(homes, ["source", "user_id"], "left")
+    else:
+        ordered = ordered.withColumn("region", F.lit(None).cast("string"))
+    out = ordered.select(
+        "source",
         "user_id",
         "region",
         F.lit(False).alias("is_cold_start"),
@@ -91,27 +102,13 @@ def user_histories(lines: DataFrame, *, half_life_days: float) -> DataFrame:
     return select_schema(out, USER_HISTORY)
 
 
-def cold_start_templates(spark_df: DataFrame, regions: list[str]) -> DataFrame:
-    """One pseudo-user ``'*'`` per region with no history (is_cold_start = true)."""
+def cold_start_templates(
+    spark_df: DataFrame, sources: list[str], regions: list[str]
+) -> DataFrame:
+    """One pseudo-user ``'*'`` per source and region, with no history (is_cold_start = true)."""
     spark = spark_df.sparkSession
-    rows = [("*", r, True, [], []) for r in sorted(regions)]
+    rows = [(s, "*", r, True, [], []) for s in sorted(sources) for r in sorted(regions)]
     return spark.createDataFrame(rows, USER_HISTORY)
-
-
-def item_popularity(lines: DataFrame, *, half_life_days: float) -> DataFrame:
-    """(item_id, pop, n_7d, n_30d): decayed line count in the market, and recent counts."""
-    return lines.groupBy("item_id").agg(
-        F.sum(decay(F.col("age_days"), half_life_days)).alias("pop"),
-        F.sum(F.when(F.col("age_days") <= 7, 1).otherwise(0)).alias("n_7d"),
-        F.sum(F.when(F.col("age_days") <= 30, 1).otherwise(0)).alias("n_30d"),
-    )
-
-
-def region_popularity(lines: DataFrame, *, half_life_days: float) -> DataFrame:
-    """(region, item_id, pop): decayed line count per region."""
-    return lines.groupBy("region", "item_id").agg(
-        F.sum(decay(F.col("age_days"), half_life_days)).alias("pop")
-    )
 
 
 def item_texts(items: DataFrame, *, template: str) -> DataFrame:
@@ -119,7 +116,7 @@ def item_texts(items: DataFrame, *, template: str) -> DataFrame:
 
     One row per item_id (the first source by name when several sources share an id).
     """
-    require_columns(items, ["item_id", "title", "category", "description"], where="items")
+    require_columns(items, ["item_id", "title", "category", "description"], where=ITEMS.name)
     fields = {name: F.coalesce(F.col(name).cast("string"), F.lit("")) for name in ("title", "category", "description")}
     parts: list[Column] = []
     rest = template
@@ -199,14 +196,19 @@ def item_cooccurrence(lines: DataFrame, *, half_life_days: float, neighbours: in
     the plain Jaccard index of SAR when nothing decays. Only the ``neighbours`` most similar
     other items per item are kept (ties: other_id ascending); an item is never its own neighbour.
     """
-    require_columns(lines, ["user_id", "item_id", "age_days"], where="co-occurrence input")
-    ties = lines.groupBy("user_id", "item_id").agg(
+    require_columns(lines, ["source", "user_id", "item_id", "age_days"], where="co-occurrence input")
+    ties = lines.groupBy("source", "user_id", "item_id").agg(
         F.max(decay(F.col("age_days"), half_life_days)).alias("d")
     )
     mass = ties.groupBy("item_id").agg(F.sum("d").alias("mass"))
     a, b = ties.alias("a"), ties.alias("b")
     both = (
-        a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.item_id") != F.col("b.item_id")))
+        a.join(
+            b,
+            (F.col("a.source") == F.col("b.source"))
+            & (F.col("a.user_id") == F.col("b.user_id"))
+            & (F.col("a.item_id") != F.col("b.item_id")),
+        )
         .groupBy(F.col("a.item_id").alias("item_id"), F.col("b.item_id").alias("other_id"))
         .agg(F.sum(F.least(F.col("a.d"), F.col("b.d"))).alias("both"))
     )

@@ -6,8 +6,8 @@ succeeded, and nothing it depends on has changed since:
 * the config sections it reads (a digest of their values),
 * for the stage that reads the source: the synthetic parameters, or the input files'
   names, sizes and modification times,
-* the Delta data versions of its input tables (``Stage.inputs``; by default every
-  table the earlier stages wrote),
+* the Delta data versions of its declared input tables (``Stage.inputs`` and
+  ``Stage.optional``; a test proves each stage reads exactly those),
 * the Delta data versions of its own output tables (another run may have replaced them).
 
 The fingerprint is stored as JSON in the ``message`` of the stage's ``ok`` row, which
@@ -21,53 +21,26 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import importlib
 import json
 import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from stpipe import runlog, tables
-from stpipe.cli import run_stage
+from stpipe import catalogue, runlog, tables
 from stpipe.config import IngestSettings, Settings
 from stpipe.errors import ConfigError
 from stpipe.runlog import StageResult
+from stpipe.stages.base import Stage, StageContext, run_stage
 
 log = logging.getLogger("stpipe.nightly")
 
 HOUSEKEEPING = "housekeeping"
 # Sections no stage's output depends on (where and how Spark runs, where tables live).
 _NOT_STAGE_CONFIG = ("run_date", "spark", "storage")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the nightly: ``module.run(spark, settings) -> StageResult``."""
-
-    name: str
-    module: str
-    # Config sections the stage's output depends on; None: every section.
-    config: tuple[str, ...] | None = None
-    # Whether it reads the raw input (its files' sizes and times are part of its inputs).
-    reads_source: bool = False
-    # Tables it reads; None: every table the stages before it wrote.
-    inputs: tuple[str, ...] | None = None
-
-
-StageSpec = Stage | tuple[str, str]
-
-
-def as_stage(spec: StageSpec) -> Stage:
-    """Accept ``Stage(...)`` or a plain ``(name, module)`` pair (which depends on all config)."""
-    if isinstance(spec, Stage):
-        return spec
-    name, module = spec
-    return Stage(name, module)
 
 
 def config_digest(settings: Settings, sections: Iterable[str] | None) -> str:
@@ -103,18 +76,14 @@ def _digest(value: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def input_fingerprint(
-    spark: SparkSession, settings: Settings, stage: Stage, upstream: Sequence[str]
-) -> dict[str, object]:
-    """What the stage is about to read: config digest, source digest, upstream versions."""
+def input_fingerprint(spark: SparkSession, settings: Settings, stage: Stage) -> dict[str, object]:
+    """What the stage is about to read: config digest, source digest, declared input versions."""
     warehouse = settings.storage.warehouse
+    declared = sorted(t.name for t in stage.inputs + stage.optional)
     return {
         "config": config_digest(settings, stage.config),
         "source": source_digest(settings.ingest) if stage.reads_source else None,
-        "inputs": {
-            name: tables.data_version(spark, warehouse, name)
-            for name in (upstream if stage.inputs is None else sorted(stage.inputs))
-        },
+        "inputs": {name: tables.data_version(spark, warehouse, name) for name in declared},
     }
 
 
@@ -141,8 +110,8 @@ def completeness(
     return attempt, f"complete since {attempt.finished:%Y-%m-%d %H:%M:%S}"
 
 
-def check_stage_names(stages: Sequence[StageSpec], names: Iterable[str]) -> None:
-    known = [as_stage(s).name for s in stages]
+def check_stage_names(stages: Sequence[Stage], names: Iterable[str]) -> None:
+    known = [s.name for s in stages]
     for name in names:
         if name not in known:
             raise ConfigError(f"--force-stage {name}: unknown stage (known: {', '.join(known)})")
@@ -151,7 +120,7 @@ def check_stage_names(stages: Sequence[StageSpec], names: Iterable[str]) -> None
 def run_pipeline(
     spark: SparkSession,
     settings: Settings,
-    stages: Sequence[StageSpec],
+    stages: Sequence[Stage],
     *,
     force: bool = False,
     force_stages: Iterable[str] = (),
@@ -167,9 +136,9 @@ def run_pipeline(
     warehouse = settings.storage.warehouse
     upstream: list[str] = []
     outcome: dict[str, str] = {}
-    specs = [as_stage(s) for s in stages]
+    specs = list(stages)
     for i, stage in enumerate(specs, 1):
-        inputs = input_fingerprint(spark, settings, stage, upstream)
+        inputs = input_fingerprint(spark, settings, stage)
         if force or stage.name in force_stages:
             attempt, reason = None, "forced"
         else:
@@ -186,31 +155,19 @@ def run_pipeline(
             outcome[stage.name] = "skipped"
             continue
         log.info("[%d/%d] stage %s: running (%s)", i, len(specs), stage.name, reason)
-        result = run_stage(spark, settings, stage.name, _fingerprinted(stage, inputs))
+        result = run_stage(spark, settings, stage, fingerprint=inputs)
         upstream += [t for t in result.tables if t not in upstream]
         outcome[stage.name] = "ran"
     if housekeeping and (settings.storage.optimize or settings.storage.vacuum):
-        names = upstream + [runlog.RUN_LOG]
-        run_stage(spark, settings, HOUSEKEEPING, lambda s, st: housekeep(s, st, names))
+        names = upstream + [catalogue.RUN_LOG.name]
+        run_stage(spark, settings, Stage(HOUSEKEEPING, lambda ctx: housekeep(ctx, names)))
         outcome[HOUSEKEEPING] = "ran"
     return StageResult(tables=upstream, details={"stages": outcome})
 
 
-def _fingerprinted(stage: Stage, inputs: dict[str, object]):
-    def run(spark: SparkSession, settings: Settings) -> StageResult:
-        module = importlib.import_module(stage.module)
-        result: StageResult = module.run(spark, settings)
-        warehouse = settings.storage.warehouse
-        outputs = {name: tables.data_version(spark, warehouse, name) for name in result.tables}
-        result.details = {**result.details, "fingerprint": {**inputs, "outputs": outputs}}
-        return result
-
-    return run
-
-
-def housekeep(spark: SparkSession, settings: Settings, names: Sequence[str]) -> StageResult:
+def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     """OPTIMIZE and VACUUM ``names`` as the storage section says; log files before and after."""
-    storage = settings.storage
+    spark, storage = ctx.spark, ctx.settings.storage
     warehouse = storage.warehouse
     present = [n for n in names if tables.exists(spark, warehouse, n)]
     before = {n: _file_count(warehouse, n) for n in present}

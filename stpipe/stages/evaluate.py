@@ -1,0 +1,168 @@
+"""Evaluate stage: a temporal split at a cutoff, our model and strong baselines, a report.
+
+Writes ``eval_metrics`` (slice run_date, source, cutoff replaced on rerun) and
+``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots. `full` and its
+ablations run the series, Granger and embed stages into a scratch warehouse holding only
+the orders before the cutoff (:func:`prepare_scratch`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from stpipe.catalogue import EVAL_METRICS, GRANGER_STATS, ITEM_EMBEDDINGS, ITEMS, ORDERS_CLEAN
+from stpipe.config import Settings, parse_date, replace
+from stpipe.errors import ConfigError
+from stpipe.evaluate import full as full_model
+from stpipe.evaluate.baselines import BASELINES, AlsGrid, Model
+from stpipe.evaluate.names import MODEL_ORDER
+from stpipe.evaluate.report import write_report
+from stpipe.evaluate.runner import EvaluationResult, evaluate_split, metrics_rows
+from stpipe.recommend import RecommendOptions
+from stpipe.runlog import StageResult
+from stpipe.stages.base import Stage, StageContext, run_stage
+from stpipe.stages.embed import EMBED
+from stpipe.stages.granger import GRANGER
+from stpipe.stages.ingest import INGEST
+from stpipe.stages.series import SERIES
+
+log = logging.getLogger("stpipe.evaluate")
+
+
+def scratch_path(settings: Settings, source: str, cutoff: dt.date) -> str:
+    base = settings.evaluate.scratch_warehouse or str(Path(settings.storage.warehouse) / "_evaluate")
+    return str(Path(base) / f"{source}-{cutoff.isoformat()}")
+
+
+def _write_history(orders: DataFrame, items: DataFrame, cutoff: dt.date) -> Stage:
+    """A stage that writes the orders before ``cutoff`` and the items they bought."""
+
+    def run(ctx: StageContext) -> StageResult:
+        history = orders.where(F.col("ts") < F.lit(dt.datetime.combine(cutoff, dt.time())))
+        bought = history.select("item_id").distinct()
+        source = ctx.settings.ingest.source
+        n = ctx.write(ORDERS_CLEAN, history, source=source)
+        ctx.write(ITEMS, items.join(bought, "item_id", "left_semi"), source=source)
+        return StageResult(rows_out=n)
+
+    return Stage("evaluate_history", run, outputs=(ORDERS_CLEAN, ITEMS))
+
+
+def prepare_scratch(
+    spark: SparkSession, settings: Settings, orders: DataFrame, items: DataFrame, *,
+    cutoff: dt.date, scratch: str,
+) -> dict[str, Any]:
+    """Write the history into ``scratch``, run series, Granger and embed there, return the inputs."""
+    stage_settings = replace(settings, run_date=cutoff.isoformat(), **{"storage.warehouse": scratch})
+    for stage in (_write_history(orders, items, cutoff), SERIES, GRANGER, EMBED):
+        run_stage(spark, stage_settings, stage)
+    read = Stage("evaluate_inputs", lambda ctx: StageResult(),
+                 inputs=(ORDERS_CLEAN, ITEMS, ITEM_EMBEDDINGS, GRANGER_STATS))
+    ctx = StageContext(spark, stage_settings, read)
+    return dict(
+        orders=ctx.read(ORDERS_CLEAN),
+        items=ctx.read(ITEMS),
+        item_embeddings=ctx.read(ITEM_EMBEDDINGS),
+        granger_stats=ctx.read(GRANGER_STATS).where(F.col("run_date") == F.lit(cutoff)),
+    )
+
+
+def model_registry(
+    spark: SparkSession, settings: Settings, names: list[str], *, orders: DataFrame, items: DataFrame,
+    cutoff: dt.date,
+) -> dict[str, Model]:
+    """Name -> model function; `full` and its ablations run the pipeline as of the cutoff."""
+    ev = settings.evaluate
+    list_length = max(ev.category_candidates, 10 * max([*ev.ks, ev.k]))
+    scratch = scratch_path(settings, settings.ingest.source, cutoff)
+    full = full_model.models(
+        spark,
+        prepare=lambda: prepare_scratch(spark, settings, orders, items, cutoff=cutoff, scratch=scratch),
+        cutoff=cutoff, list_length=list_length,
+        opts=RecommendOptions.from_settings(settings.recommend, settings.features),
+    )
+    known = {**BASELINES, **full}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"evaluate.models: unknown model {unknown[0]!r} (known: {', '.join(known)})")
+    return {name: known[name] for name in names}
+
+
+def run(ctx: StageContext) -> StageResult:
+    spark, settings = ctx.spark, ctx.settings
+    ev = settings.evaluate
+    if not ev.cutoff:
+        raise ConfigError("evaluate.cutoff: required (--cutoff YYYY-MM-DD)")
+    cutoff = parse_date(ev.cutoff, "evaluate.cutoff")
+    source = settings.ingest.source
+    if ev.ingest:
+        # the run date of the ingest lies after the window, so no order counts as future
+        ingest_date = max(settings.date, cutoff + dt.timedelta(days=ev.horizon_days))
+        run_stage(spark, replace(settings, run_date=ingest_date.isoformat()), INGEST)
+    orders = ctx.read(ORDERS_CLEAN).where(F.col("source") == source)
+    items = ctx.read(ITEMS).where(F.col("source") == source)
+    registry = model_registry(spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff)
+    result = evaluate_split(
+        spark, orders, items.select("item_id", "category").toPandas(), registry,
+        cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
+        pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
+        als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
+        category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
+    )
+    rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff)
+    df = spark.createDataFrame(rows, EVAL_METRICS.schema)
+    written = ctx.write(EVAL_METRICS, df, source=source, cutoff=cutoff)
+    report = write_report(
+        result.metrics, Path(ev.report_dir) / f"{source}-{cutoff.isoformat()}",
+        source=source, cutoff=cutoff.isoformat(), horizon_days=ev.horizon_days, k=ev.k,
+        model_order=list(MODEL_ORDER), facts=result.facts, unavailable=result.unavailable,
+    )
+    log.info("evaluate: report at %s", report)
+    if ev.json:
+        for line in json_lines(result, source=source, cutoff=cutoff):
+            print(json.dumps(line, sort_keys=False), flush=True)
+    return StageResult(
+        rows_in=int(result.facts.get("history interactions (user, item, day)", 0)),
+        rows_out=written,
+        details={"report": str(report), "unavailable": result.unavailable},
+    )
+
+
+def json_lines(result: EvaluationResult, *, source: str, cutoff: dt.date) -> list[dict[str, Any]]:
+    """One object per (model, variant); the category level uses variant ``category``."""
+
+    def num(x: float) -> float | None:
+        return None if x is None or math.isnan(x) else round(float(x), 6)
+
+    out = []
+    m = result.metrics
+    for (level, model, variant), part in m.groupby(["level", "model", "variant"], sort=False):
+        line: dict[str, Any] = {
+            "model": model,
+            "variant": "category" if level == "category" else variant,
+            "users": int(part.users.iloc[0]),
+            "level": level,
+            "source": source,
+            "cutoff": cutoff.isoformat(),
+        }
+        for r in part.sort_values(["metric", "k"]).itertuples():
+            line[f"{r.metric}@{r.k}"] = num(r.value)
+        line["stderr"] = {f"{r.metric}@{r.k}": num(r.stderr) for r in part.itertuples()}
+        out.append(line)
+    for model, why in result.unavailable.items():
+        out.append({"model": model, "variant": "all", "users": 0, "available": False, "reason": why,
+                    "source": source, "cutoff": cutoff.isoformat()})
+    return out
+
+
+EVALUATE = Stage(
+    "evaluate", run, inputs=(ORDERS_CLEAN, ITEMS), outputs=(EVAL_METRICS,), config=("evaluate",)
+)

@@ -1,0 +1,150 @@
+"""Ingest stage: source adapter -> ``orders_clean``, ``orders_quarantine``, ``items`` (``reviews``).
+
+Every row read ends in ``orders_clean`` or in ``orders_quarantine`` (with a reason code);
+the job fails when rows read != clean + quarantined. Each table holds one slice per
+source, replaced on every run, so re-ingesting the same input leaves the same tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from stpipe import clean, tables
+from stpipe.adapters import read_source
+from stpipe.adapters.base import RawInput
+from stpipe.catalogue import ITEMS, ORDERS_CLEAN, ORDERS_QUARANTINE, REVIEWS
+from stpipe.config import IngestSettings
+from stpipe.errors import ConfigError, InputError, ReconciliationError
+from stpipe.runlog import StageResult
+from stpipe.schema import select_schema
+from stpipe.stages.base import Stage, StageContext
+
+log = logging.getLogger("stpipe.ingest")
+
+
+def check_writable(warehouse: str) -> None:
+    """Fail before reading anything when the warehouse folder cannot be written."""
+    path = Path(warehouse).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage.warehouse: {warehouse} is not a writable folder")
+
+
+@dataclass
+class Prepared:
+    """The tables of one ingest as frames (``checked`` is cached), with the counts of one pass."""
+
+    source: str
+    checked: DataFrame
+    orders: DataFrame
+    quarantine: DataFrame
+    items: DataFrame
+    reviews: DataFrame | None
+    rows_read: int
+    reasons: dict[str, int]
+    regions: dict[str, str]
+
+
+def prepare(raw: RawInput, *, run_date: dt.date, ingest: IngestSettings) -> Prepared:
+    """Validate, mark duplicates, cache, count, and build the output frames (writes nothing).
+
+    ``ingest`` is the plain-valued ingest section (bounds, aliases, unknown regions). The
+    caller unpersists ``checked`` when the frames are written.
+    """
+    checked = (
+        clean.validate_orders(
+            clean.cluster_by_order(raw.orders),
+            run_date=run_date,
+            min_date=ingest.min_date,
+            max_future_days=ingest.max_future_days,
+            max_quantity=ingest.max_quantity,
+            max_unit_price=ingest.max_unit_price,
+            max_text_chars=ingest.max_text_chars,
+            naive_timezone=raw.naive_timezone,
+            unknown_regions=ingest.unknown_regions,
+        )
+        .transform(clean.mark_duplicates)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    # One pass fills the cache and gives rows read, reasons and region spellings.
+    stats = checked.groupBy("region", "reason").count().collect()
+    if not stats:
+        checked.unpersist()
+        where = ingest.input or raw.source
+        raise InputError(f"{where}: header only, no data rows")
+    spellings: dict[str, int] = {}
+    for r in stats:
+        if r["region"] is not None:
+            spellings[r["region"]] = spellings.get(r["region"], 0) + r["count"]
+    regions = clean.region_mapping(spellings, ingest.region_aliases)
+    orders, quarantine = clean.clean_and_quarantine(
+        clean.apply_region_mapping(checked, regions), source=raw.source
+    )
+    items = clean.clean_items(raw.items, source=raw.source, max_text_chars=ingest.max_text_chars)
+    items = clean.add_missing_items(items, orders, source=raw.source)
+    reviews = None
+    if raw.reviews is not None:
+        reviews = select_schema(raw.reviews.withColumn("source", F.lit(raw.source)), REVIEWS.schema)
+    return Prepared(
+        source=raw.source,
+        checked=checked,
+        orders=orders,
+        quarantine=quarantine,
+        items=items,
+        reviews=reviews,
+        rows_read=sum(r["count"] for r in stats),
+        reasons=clean.reason_counts((r["reason"], r["count"]) for r in stats),
+        regions=regions,
+    )
+
+
+def run(ctx: StageContext) -> StageResult:
+    check_writable(ctx.warehouse)
+    settings = ctx.settings
+    p = prepare(read_source(ctx.spark, settings.ingest), run_date=ctx.run_date, ingest=settings.ingest)
+    try:
+        n_clean = ctx.write(ORDERS_CLEAN, p.orders, source=p.source)
+        n_quarantine = ctx.write(ORDERS_QUARANTINE, p.quarantine, source=p.source)
+        n_items = ctx.write(ITEMS, p.items, source=p.source)
+        n_reviews = None
+        if p.reviews is not None:
+            n_reviews = ctx.write(REVIEWS, p.reviews, source=p.source)
+    finally:
+        p.checked.unpersist()
+
+    log.info(
+        "ingest %s: read %d, clean %d, quarantined %d %s, items %d, regions renamed %s",
+        p.source, p.rows_read, n_clean, n_quarantine, p.reasons, n_items, p.regions,
+    )
+    if p.rows_read != n_clean + n_quarantine or n_quarantine != sum(p.reasons.values()):
+        raise ReconciliationError(
+            f"rows read {p.rows_read} != clean {n_clean} + quarantined {n_quarantine} "
+            f"for source {p.source}"
+        )
+    details: dict[str, Any] = {"quarantined": n_quarantine, "reasons": p.reasons, ITEMS.name: n_items}
+    if n_reviews is not None:
+        details[REVIEWS.name] = n_reviews
+    return StageResult(rows_in=p.rows_read, rows_out=n_clean, details=details)
+
+
+def counts_by_reason(spark: SparkSession, warehouse: str, source: str) -> dict[str, int]:
+    """Quarantined rows per reason code of one source, read back from the table."""
+    q = tables.read(spark, warehouse, ORDERS_QUARANTINE.name).where(F.col("source") == source)
+    return {r["reason"]: r["count"] for r in q.groupBy("reason").count().orderBy("reason").collect()}
+
+
+INGEST = Stage(
+    "ingest", run, outputs=(ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS),
+    config=("ingest",), reads_source=True,
+)

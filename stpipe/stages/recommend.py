@@ -1,0 +1,65 @@
+"""Recommend stage: fusion weights (``fusion_weights``) and top-K lists (``recommendations``).
+
+Reads the orders, the item embeddings, the Granger statistics (when present) and the
+feature tables the features stage wrote for the run date; the fusion is trained on the
+features as of ``run_date - recommend.validation_days``, computed by the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stpipe.catalogue import (
+    FUSION_WEIGHTS,
+    GRANGER_STATS,
+    ITEM_EMBEDDINGS,
+    ITEMS,
+    ORDERS_CLEAN,
+    RECOMMENDATIONS,
+)
+from stpipe.features.build import RECOMMENDER_FEATURES
+from stpipe.recommend import (
+    RecommendOptions,
+    features_on,
+    fusion_weights_frame,
+    recommend,
+    train_fusion,
+)
+from stpipe.runlog import StageResult
+from stpipe.stages.base import Stage, StageContext
+from udfs.score import ALL_COMPONENTS
+
+log = logging.getLogger("stpipe.recommend")
+
+
+def run(ctx: StageContext) -> StageResult:
+    spark, run_date = ctx.spark, ctx.run_date
+    inputs = dict(
+        orders=ctx.read(ORDERS_CLEAN), items=ctx.read(ITEMS),
+        item_embeddings=ctx.read(ITEM_EMBEDDINGS), granger_stats=ctx.read_if_exists(GRANGER_STATS),
+    )
+    features = features_on(run_date, {t: ctx.read(t) for t in RECOMMENDER_FEATURES})
+    opts = RecommendOptions.from_settings(ctx.settings.recommend, ctx.settings.features)
+    fit, as_of = train_fusion(spark, **inputs, run_date=run_date, components=ALL_COMPONENTS, opts=opts)
+    weights = fusion_weights_frame(
+        spark, fit, run_date=run_date, train_as_of=as_of, components=ALL_COMPONENTS
+    )
+    ctx.write(FUSION_WEIGHTS, weights)
+    recs = recommend(
+        spark, **inputs, features=features, run_date=run_date, weights=fit.weights, opts=opts
+    )
+    n_recs = ctx.write(RECOMMENDATIONS, recs)
+    log.info("recommend: %d rows; fusion %s %s", n_recs, fit.status, fit.weights)
+    return StageResult(
+        rows_in=None, rows_out=n_recs,
+        details={"fusion": fit.status, "weights": fit.weights, "train_rows": fit.train_rows},
+    )
+
+
+RECOMMEND = Stage(
+    "recommend", run,
+    inputs=(ORDERS_CLEAN, ITEMS, ITEM_EMBEDDINGS, *RECOMMENDER_FEATURES),
+    optional=(GRANGER_STATS,),
+    outputs=(FUSION_WEIGHTS, RECOMMENDATIONS),
+    config=("recommend", "features", "model"),
+)
