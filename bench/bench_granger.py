@@ -1,9 +1,9 @@
 """Granger tests: this job's batched core and its Spark grouped-UDF path vs a statsmodels loop.
 
 The same (effect, cause) pairs go through ``grangercausalitytests`` one call per pair, through
-``udfs.granger.granger_tests_many`` (all pairs in one call; the core), through
-``udfs.granger.granger_tests`` (one call per effect series, for comparison) and through
-Spark: ``apply_granger`` on the joined pairs and ``apply_granger_series`` on pair names plus one
+``udfs.granger_core.granger_tests_many`` (all pairs in one call; the core), through
+``udfs.granger_core.granger_tests`` (one call per effect series, for comparison) and through
+Spark: ``stpipe.granger.apply_granger_series`` on pair names plus one
 row per series (the stage's form), effects in hash buckets, one pandas call per bucket. Pairs:
 real Olist daily series (orders' item lines per customer state x product category, 2017-01-01
 .. 2018-08-31, categories -> categories within each of the top states) plus synthetic AR(1)
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from udfs.granger import apply_granger, apply_granger_series, granger_tests, granger_tests_many
+from stpipe.granger import apply_granger_series
+from udfs.granger_core import granger_tests, granger_tests_many
 
 ROOT = Path(__file__).resolve().parent.parent
 OLIST_DIR = ROOT.parent / "shared" / "datasets" / "olist_brazilian_ecommerce"
@@ -32,7 +33,7 @@ TOP_STATES, TOP_CATEGORIES = 5, 10  # 5 x 10 x 9 = 450 real pairs
 SYNTHETIC_GROUPS, SYNTHETIC_PER_GROUP = 6, 10  # 6 x 10 x 9 = 540 synthetic pairs
 SPARK_SCALE = 10  # the Spark path also runs on this many copies of the pairs (rate only)
 SPARK_PARTITIONS = 4
-SPARK_BUCKETS = (4, 8)  # hash buckets of effect series (apply_granger's ``buckets``)
+SPARK_BUCKETS = (4, 8)  # hash buckets of effect series (apply_granger_series' ``buckets``)
 
 
 def olist_series(olist_dir: Path = OLIST_DIR) -> dict[str, np.ndarray]:
@@ -151,8 +152,9 @@ def max_rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def spark_path(series: dict[str, np.ndarray], pairs: list[tuple[str, str]], copies: int) -> dict:
-    """Time ``apply_granger`` (grouped pandas UDF) on a cached input of ``copies`` x the pairs,
-    for each number of hash buckets in SPARK_BUCKETS: {(copies, buckets): seconds}."""
+    """Time ``apply_granger_series`` (the stage's cogrouped pandas UDF) on cached pair names and
+    one row per series, ``copies`` x the pairs, for each number of hash buckets in SPARK_BUCKETS
+    and the shuffle partitions ("series"): {(copies, buckets): seconds}."""
     from stpipe.config import SparkSettings
     from stpipe.session import build_session
 
@@ -177,20 +179,6 @@ def spark_path(series: dict[str, np.ndarray], pairs: list[tuple[str, str]], copi
                     "effect_status": "ok",
                 }
             )
-            schema = ("cause_series string, effect_series string, pair_kind string, "
-                      "cause_values array<double>, effect_values array<double>, "
-                      "cause_status string, effect_status string")
-            inputs = spark.createDataFrame(frame, schema).repartition(SPARK_PARTITIONS).cache()
-            inputs.count()
-            for buckets in SPARK_BUCKETS:
-                tests = apply_granger(inputs, max_lag=MAX_LAG, buckets=buckets)
-                tests.write.format("noop").mode("overwrite").save()  # warm the Python workers
-                seconds, _ = best_of(
-                    lambda t=tests: t.write.format("noop").mode("overwrite").save(), 2
-                )
-                timings[n_copies, buckets] = seconds
-                if n_copies == 1 and results is None:
-                    results = tests.toPandas()
             # the stage's own form: pairs and one row per series (cause values joined in Spark,
             # each effect's values moved once); join included in the timing
             arrays = spark.createDataFrame(
@@ -204,14 +192,18 @@ def spark_path(series: dict[str, np.ndarray], pairs: list[tuple[str, str]], copi
                 "cause_series string, effect_series string, pair_kind string",
             ).cache()
             arrays.count(), pair_names.count()
-            tests = apply_granger_series(pair_names, arrays, max_lag=MAX_LAG)
-            tests.write.format("noop").mode("overwrite").save()
-            seconds, _ = best_of(lambda t=tests: t.write.format("noop").mode("overwrite").save(), 2)
-            timings[n_copies, "series"] = seconds
-            if n_copies == 1:
-                series_results = tests.toPandas()
+            for buckets in (*SPARK_BUCKETS, None):  # None: the shuffle partitions (the stage)
+                tests = apply_granger_series(pair_names, arrays, max_lag=MAX_LAG, buckets=buckets)
+                tests.write.format("noop").mode("overwrite").save()  # warm the Python workers
+                seconds, _ = best_of(
+                    lambda t=tests: t.write.format("noop").mode("overwrite").save(), 2
+                )
+                timings[n_copies, "series" if buckets is None else buckets] = seconds
+                if n_copies == 1 and buckets is None:
+                    series_results = tests.toPandas()
+                elif n_copies == 1 and results is None:
+                    results = tests.toPandas()
             arrays.unpersist(), pair_names.unpersist()
-            inputs.unpersist()
         return {"seconds": timings, "results": results, "series_results": series_results}
     finally:
         spark.stop()
@@ -284,9 +276,9 @@ def main(out_dir: Path) -> dict:
         "note": "tests = pairs x lags; ratios on wall time of the same pairs in this run (cpu: "
         "process CPU time, statsmodels on every 10th pair); statsmodels: one "
         "grangercausalitytests call per pair; core: one granger_tests_many call for all pairs; "
-        "spark: grouped pandas UDF over hash buckets of effect series (b<n>: apply_granger on "
-        "cached joined pairs, n buckets; series: apply_granger_series on cached pair names and "
-        "one row per series, the stage's form, join included, buckets = shuffle partitions), "
+        "spark: apply_granger_series (the stage's form: cached pair names and one row per series, "
+        "cause values joined in Spark, join included) over n hash buckets of effect series "
+        "(b<n>) or the shuffle partitions (series), "
         f"Python workers warm, local[2], {SPARK_PARTITIONS} shuffle partitions",
     })
     return out

@@ -25,10 +25,10 @@ log = logging.getLogger("stpipe.bench")
 
 def main(out_dir: str | Path, n: int = N_DEFAULT, *, warmup_rows: int = 5_000) -> dict:
     """Run the nightly on ``warmup_rows``, ``n`` and ``4 n`` order lines; return the figures."""
-    from stpipe.stages import run_nightly
     from stpipe.cli import setup_logging
     from stpipe.config import load_settings, replace
     from stpipe.session import build_session
+    from stpipe.stages import run_nightly
 
     setup_logging()
     out = Path(out_dir) / "scaling"

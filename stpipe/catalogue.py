@@ -81,15 +81,15 @@ SALES_SERIES = Table(
     readers="granger", partition_by=("run_date",), slice_by=("run_date",),
 )
 GRANGER_STATS = Table(
-    "granger_stats", None, "Granger F tests between sales series, BH q-values",
+    "granger_stats", schema.GRANGER_STATS, "Granger F tests between sales series, BH q-values",
     readers="recommend (causal score); consumers (notebook 02)", slice_by=("run_date",),
 )
 ITEM_EMBEDDINGS = Table(
-    "item_embeddings", None, "one text embedding per item (reused when text and model match)",
+    "item_embeddings", schema.ITEM_EMBEDDINGS, "one text embedding per item (reused when text and model match)",
     readers="recommend (bert score); embed (reuse)",
 )
 USER_EMBEDDINGS = Table(
-    "user_embeddings", None, "recency-weighted mean item embedding per user",
+    "user_embeddings", schema.USER_EMBEDDINGS, "recency-weighted mean item embedding per user",
     readers="consumers (vector search, serving); no stage",
     partition_by=("run_date",), slice_by=("run_date",),
 )

@@ -25,45 +25,26 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from stpipe.catalogue import GRANGER_STATS, SALES_SERIES
 from stpipe.errors import ConfigError
 from stpipe.schema import require_columns, select_schema
-from udfs.granger import (
+from udfs.granger_groups import (
+    INPUT_COLUMNS,
+    OUTPUT_COLUMNS,
+    OUTPUT_DDL,
+    OUTPUT_DTYPES,
+    finish_family,
+    granger_group,
+)
+from udfs.granger_numerics import (
     STATUS_DUPLICATE_DATES,
     STATUS_MISSING_DATES,
     STATUS_OK,
     TRANSFORMS,
-    apply_granger_series,
-    finish_family,
 )
 
 SALES_SERIES_COLUMNS = ["run_date", "series_id", "kind", "region", "category", "date", "value"]
 PAIR_KINDS = ("category_within_region", "region_within_category", "category_global")
-
-GRANGER_STATS = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("cause_series", T.StringType(), False),
-        T.StructField("effect_series", T.StringType(), False),
-        T.StructField("cause_region", T.StringType(), True),
-        T.StructField("cause_category", T.StringType(), True),
-        T.StructField("effect_region", T.StringType(), True),
-        T.StructField("effect_category", T.StringType(), True),
-        T.StructField("pair_kind", T.StringType(), False),
-        T.StructField("lag", T.IntegerType(), False),
-        T.StructField("transform", T.StringType(), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("n_obs", T.IntegerType(), True),
-        T.StructField("df_num", T.IntegerType(), True),
-        T.StructField("df_den", T.IntegerType(), True),
-        T.StructField("f_stat", T.DoubleType(), True),
-        T.StructField("p_value", T.DoubleType(), True),
-        T.StructField("chi2_stat", T.DoubleType(), True),
-        T.StructField("chi2_p_value", T.DoubleType(), True),
-        T.StructField("q_value", T.DoubleType(), True),
-        T.StructField("significant", T.BooleanType(), False),
-        T.StructField("best_lag", T.BooleanType(), False),
-    ]
-)
 
 
 def series_region(series_id: Column) -> Column:
@@ -105,7 +86,7 @@ def select_pairs(
     pair_kinds: list[str] | tuple[str, ...] = PAIR_KINDS,
 ) -> DataFrame:
     """Candidate (cause_series, effect_series, pair_kind) of one run's series, both directions."""
-    require_columns(series, ["series_id", "kind", "region", "category", "value"], where="sales_series")
+    require_columns(series, ["series_id", "kind", "region", "category", "value"], where=SALES_SERIES.name)
     volumes = series.groupBy("series_id", "kind", "region", "category").agg(
         F.sum("value").alias("volume")
     )
@@ -162,20 +143,71 @@ def series_arrays(series: DataFrame) -> DataFrame:
     )
 
 
-def pair_inputs(pairs: DataFrame, arrays: DataFrame) -> DataFrame:
-    """Pairs with both series' values and statuses: ``apply_granger``'s input (the stage itself
-    passes pairs and arrays to ``apply_granger_series``, which moves each effect's values once)."""
-    cause = arrays.select(
+def _bucket_count(pairs: DataFrame, buckets: int | None) -> int:
+    """``buckets``, or spark.sql.shuffle.partitions when None; at least 1."""
+    if buckets is None:
+        buckets = int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    return buckets
+
+
+def _effect_bucket(buckets: int) -> Column:
+    """The hash bucket of the effect series: every pair of an effect lands in the same one."""
+    return F.pmod(F.xxhash64("effect_series"), F.lit(buckets)).alias("_bucket")
+
+
+SERIES_COLUMNS = ["series_id", "values", "series_status"]
+PAIR_COLUMNS = ["cause_series", "effect_series", "pair_kind"]
+
+
+def apply_granger_series(
+    pairs: DataFrame,
+    series: DataFrame,
+    *,
+    max_lag: int,
+    transform: str = "none",
+    min_nonzero_days: int = 0,
+    buckets: int | None = None,
+) -> DataFrame:
+    """Spark wrapper of :func:`udfs.granger_groups.granger_group` on ``pairs`` (PAIR_COLUMNS)
+    and ``series`` (SERIES_COLUMNS: one row per series id with its values in date order and
+    status). Each pair carries its cause's values (a broadcast join: one row per series is
+    small), each effect's values travel once to its hash bucket of effect series (``buckets``,
+    default spark.sql.shuffle.partitions), and the two meet in a cogrouped pandas call per
+    bucket; every pair of an effect lands in the same bucket, so the rows do not depend on the
+    number of buckets."""
+    buckets = _bucket_count(pairs, buckets)
+
+    bucket = _effect_bucket(buckets)
+    causes = series.select(
         F.col("series_id").alias("cause_series"),
         F.col("values").alias("cause_values"),
         F.col("series_status").alias("cause_status"),
     )
-    effect = arrays.select(
+    with_causes = pairs.select(*PAIR_COLUMNS).join(F.broadcast(causes), "cause_series")
+    effects = series.select(
         F.col("series_id").alias("effect_series"),
         F.col("values").alias("effect_values"),
         F.col("series_status").alias("effect_status"),
+    ).join(F.broadcast(pairs.select("effect_series").distinct()), "effect_series")
+
+    def fn(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+        joined = left.drop(columns="_bucket").merge(
+            right.drop(columns="_bucket"), on="effect_series", how="inner"
+        )
+        if joined.empty:
+            return pd.DataFrame({name: [] for name in OUTPUT_COLUMNS}).astype(OUTPUT_DTYPES)
+        return granger_group(
+            joined[INPUT_COLUMNS], max_lag=max_lag, transform=transform,
+            min_nonzero_days=min_nonzero_days,
+        )
+
+    return (
+        with_causes.select("*", bucket).groupBy("_bucket")
+        .cogroup(effects.select("*", bucket).groupBy("_bucket"))
+        .applyInPandas(fn, OUTPUT_DDL)
     )
-    return pairs.join(cause, "cause_series").join(effect, "effect_series")
 
 
 def add_family_columns(tests: DataFrame, *, alpha: float) -> DataFrame:
@@ -207,7 +239,7 @@ def finish_stats(tests: DataFrame, *, run_date: dt.date, alpha: float) -> DataFr
         .withColumn("effect_region", series_region(F.col("effect_series")))
         .withColumn("effect_category", series_category(F.col("effect_series")))
     )
-    return select_schema(out, GRANGER_STATS)
+    return select_schema(out, GRANGER_STATS.schema)
 
 
 def granger_stats(
@@ -230,7 +262,7 @@ def granger_stats(
     """
     check_params(max_lag=max_lag, transform=transform, pair_kinds=list(pair_kinds), alpha=alpha,
                  udf_buckets=udf_buckets)
-    require_columns(sales_series, SALES_SERIES_COLUMNS, where="sales_series")
+    require_columns(sales_series, SALES_SERIES_COLUMNS, where=SALES_SERIES.name)
     series = sales_series.where(F.col("run_date") == F.lit(run_date).cast(T.DateType()))
     pairs = select_pairs(
         series, top_categories=top_categories, top_regions=top_regions, pair_kinds=pair_kinds

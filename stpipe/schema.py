@@ -253,6 +253,55 @@ RUN_LOG = T.StructType(
 )
 
 
+GRANGER_STATS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("cause_series", T.StringType(), False),
+        T.StructField("effect_series", T.StringType(), False),
+        T.StructField("cause_region", T.StringType(), True),
+        T.StructField("cause_category", T.StringType(), True),
+        T.StructField("effect_region", T.StringType(), True),
+        T.StructField("effect_category", T.StringType(), True),
+        T.StructField("pair_kind", T.StringType(), False),
+        T.StructField("lag", T.IntegerType(), False),
+        T.StructField("transform", T.StringType(), False),
+        T.StructField("status", T.StringType(), False),
+        T.StructField("n_obs", T.IntegerType(), True),
+        T.StructField("df_num", T.IntegerType(), True),
+        T.StructField("df_den", T.IntegerType(), True),
+        T.StructField("f_stat", T.DoubleType(), True),
+        T.StructField("p_value", T.DoubleType(), True),
+        T.StructField("chi2_stat", T.DoubleType(), True),
+        T.StructField("chi2_p_value", T.DoubleType(), True),
+        T.StructField("q_value", T.DoubleType(), True),
+        T.StructField("significant", T.BooleanType(), False),
+        T.StructField("best_lag", T.BooleanType(), False),
+    ]
+)
+
+
+ITEM_EMBEDDINGS = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("text", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
+        T.StructField("model", T.StringType(), False),
+    ]
+)
+
+
+USER_EMBEDDINGS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
+        T.StructField("n_items", T.IntegerType(), False),
+        T.StructField("model", T.StringType(), False),
+    ]
+)
+
+
 def window_name(prefix: str, days: int) -> str:
     """Column name of a windowed feature, e.g. ``orders_7d``."""
     return f"{prefix}_{days}d"

@@ -12,14 +12,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import InfeasibleTestError
 from statsmodels.tsa.stattools import grangercausalitytests
 
-from udfs.granger import (
-    OUTPUT_COLUMNS,
-    bh_qvalues,
-    finish_family,
-    granger_group,
-    granger_tests,
-    looks_nonstationary,
-)
+from udfs.granger_core import granger_tests
+from udfs.granger_groups import OUTPUT_COLUMNS, finish_family, granger_group
+from udfs.granger_numerics import bh_qvalues, looks_nonstationary
 
 RTOL = 1e-9
 

@@ -12,12 +12,12 @@ from pyspark.sql import types as T
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tsa.stattools import grangercausalitytests
 
-from jobs import granger as job
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.adapters.synthetic import PLANTED_LEAD_LAGS, generate
 from stpipe.config import Settings, replace
 from stpipe.errors import ConfigError, InputError
-from stpipe.granger import GRANGER_STATS, granger_stats, select_pairs
+from stpipe.granger import granger_stats, select_pairs
+from stpipe.stages import GRANGER, run_stage
 
 SERIES_SCHEMA = T.StructType(
     [
@@ -155,14 +155,14 @@ def sm_stats(effect: np.ndarray, cause: np.ndarray, lag: int) -> tuple[float, fl
 def test_job_finds_planted_lead_lags_matches_statsmodels_and_reruns_identically(
     spark, warehouse, synthetic_series
 ):
-    tables.write(to_spark(spark, synthetic_series), warehouse, "sales_series",
+    tables.write(to_spark(spark, synthetic_series), warehouse, catalogue.SALES_SERIES.name,
                  replace={"run_date": RUN_DATE})
     settings = replace(Settings(), **{
         "storage.warehouse": warehouse, "run_date": RUN_DATE.isoformat(), "granger.max_lag": 4,
     })
-    result = job.run(spark, settings)
-    first = tables.read(spark, warehouse, "granger_stats")
-    assert first.schema == GRANGER_STATS or [f.name for f in first.schema] == GRANGER_STATS.fieldNames()
+    result = run_stage(spark, settings, GRANGER)
+    first = tables.read(spark, warehouse, catalogue.GRANGER_STATS.name)
+    assert [f.name for f in first.schema] == catalogue.GRANGER_STATS.columns()
     out = first.toPandas()
     assert result.rows_out == len(out) == (6 * 8 * 7 + 8 * 6 * 5 + 8 * 7) * 4
     assert set(out["status"]) == {"ok"} and (out["run_date"] == RUN_DATE).all()
@@ -192,8 +192,8 @@ def test_job_finds_planted_lead_lags_matches_statsmodels_and_reruns_identically(
                                    check_names=False)
     assert out.loc[out["pair_kind"] == "category_global", "cause_region"].isna().all()
 
-    job.run(spark, settings)  # rerun of the same date replaces its slice
-    second = tables.read(spark, warehouse, "granger_stats").toPandas()
+    run_stage(spark, settings, GRANGER)  # rerun of the same date replaces its slice
+    second = tables.read(spark, warehouse, catalogue.GRANGER_STATS.name).toPandas()
     key = ["cause_series", "effect_series", "lag"]
     pd.testing.assert_frame_equal(
         out.sort_values(key).reset_index(drop=True), second.sort_values(key).reset_index(drop=True)
@@ -202,7 +202,7 @@ def test_job_finds_planted_lead_lags_matches_statsmodels_and_reruns_identically(
 
 def test_job_without_series_for_the_date_says_so(spark, warehouse, synthetic_series):
     small = synthetic_series[synthetic_series["series_id"].str.startswith("category=")]
-    tables.write(to_spark(spark, small), warehouse, "sales_series", replace={"run_date": RUN_DATE})
+    tables.write(to_spark(spark, small), warehouse, catalogue.SALES_SERIES.name, replace={"run_date": RUN_DATE})
     settings = replace(Settings(), **{"storage.warehouse": warehouse, "run_date": "2024-07-01"})
     with pytest.raises(InputError, match="no rows for run_date 2024-07-01"):
-        job.run(spark, settings)
+        run_stage(spark, settings, GRANGER)

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from statsmodels.tsa.stattools import grangercausalitytests
 
-import udfs.granger as core
-from udfs.granger import OUTPUT_COLUMNS, granger_group, granger_tests_many
+import udfs.granger_core as core
+from udfs.granger_core import granger_tests_many
+from udfs.granger_groups import OUTPUT_COLUMNS, granger_group
 
 RTOL = 1e-9
 
@@ -122,13 +123,13 @@ def test_near_collinear_causes_and_near_perfect_fits_take_the_explicit_path(monk
     causes = np.vstack([causes, x[None, :]])
     effect_index = np.array([0, 0, 0, 1])
     seen: list[int] = []
-    explicit = core._explicit_rows
+    explicit = core.explicit_rows
 
     def spy(*args):
         seen.extend(args[-1].tolist())
         return explicit(*args)
 
-    monkeypatch.setattr(core, "_explicit_rows", spy)
+    monkeypatch.setattr(core, "explicit_rows", spy)
     got = granger_tests_many(effects, causes, effect_index, max_lag)
     assert sorted(seen) == [0] * max_lag + [1] * max_lag  # rows 0 and 3 (effects 0, 1), each lag
     for row, e in enumerate(effect_index):
@@ -180,7 +181,7 @@ def test_group_with_several_effects_of_different_lengths_matches_statsmodels():
 
 
 def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
-    from udfs.granger import apply_granger, apply_granger_series
+    from stpipe.granger import apply_granger_series
 
     rng = np.random.default_rng(26)
     series = {f"category=s{i}": rng.poisson(3.0 + i, 100).astype(float) for i in range(5)}
@@ -192,23 +193,12 @@ def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
         columns=["cause_series", "effect_series", "pair_kind", "cause_values", "effect_values",
                  "cause_status", "effect_status"],
     )
-    schema = ("cause_series string, effect_series string, pair_kind string, "
-              "cause_values array<double>, effect_values array<double>, "
-              "cause_status string, effect_status string")
-    inputs = spark.createDataFrame(frame, schema).repartition(3)
     key = ["effect_series", "cause_series", "lag"]
     ints = {"lag": "float64", "df_num": "float64", "df_den": "float64", "n_obs": "float64"}
     expected = granger_group(frame, max_lag=3).sort_values(key).reset_index(drop=True).astype(ints)
     assert set(expected["status"]) == {"ok", "constant"}
-    for buckets in (1, 4):
-        got = (apply_granger(inputs, max_lag=3, buckets=buckets).toPandas()
-               .sort_values(key).reset_index(drop=True).astype(ints))
-        pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
-    with pytest.raises(ValueError, match="buckets"):
-        apply_granger(inputs, max_lag=3, buckets=0)
-
-    # pairs + one row per series: the same rows; a pair whose cause has no series is dropped
-    # (as in the joined input), and so is an effect left without pairs
+    # pairs + one row per series: the same rows as one pandas call; a pair whose cause has no
+    # series is dropped, and so is an effect left without pairs
     arrays = spark.createDataFrame(
         [(sid, series[sid].tolist(), "ok") for sid in names],
         "series_id string, values array<double>, series_status string",
@@ -224,6 +214,8 @@ def test_spark_buckets_give_the_same_rows_as_one_pandas_call(spark):
         got = (apply_granger_series(pairs, arrays, max_lag=3, buckets=buckets).toPandas()
                .sort_values(key).reset_index(drop=True).astype(ints))
         pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="buckets"):
+        apply_granger_series(pairs, arrays, max_lag=3, buckets=0)
 
 
 def test_a_level_shift_outside_the_lag_window_takes_the_explicit_path(monkeypatch):
@@ -233,13 +225,13 @@ def test_a_level_shift_outside_the_lag_window_takes_the_explicit_path(monkeypatc
     cause = 1e-3 * rng.normal(size=t_len)
     cause[0] = 1e3  # the series mean is far from the lag columns' own means (lags >= 2)
     calls: list[int] = []
-    explicit = core._explicit_rows
+    explicit = core.explicit_rows
 
     def spy(*args):
         calls.append(len(args[-1]))
         return explicit(*args)
 
-    monkeypatch.setattr(core, "_explicit_rows", spy)
+    monkeypatch.setattr(core, "explicit_rows", spy)
     got = granger_tests_many(effect[None, :], cause[None, :], np.array([0]), 3)
     assert calls == [1, 1]  # lags 2 and 3
     assert_row_matches(got, 0, effect, cause, 3)

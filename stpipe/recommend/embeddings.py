@@ -17,30 +17,11 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from stpipe.catalogue import ITEM_EMBEDDINGS, USER_EMBEDDINGS
 from stpipe.recommend import signals
 from stpipe.schema import require_columns, select_schema
-
-ITEM_EMBEDDINGS = T.StructType(
-    [
-        T.StructField("item_id", T.StringType(), False),
-        T.StructField("text", T.StringType(), False),
-        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
-        T.StructField("model", T.StringType(), False),
-    ]
-)
-
-USER_EMBEDDINGS = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("user_id", T.StringType(), False),
-        T.StructField("embedding", T.ArrayType(T.FloatType()), False),
-        T.StructField("n_items", T.IntegerType(), False),
-        T.StructField("model", T.StringType(), False),
-    ]
-)
+from udfs.vectors import weighted_unit_sums
 
 
 def item_embeddings(
@@ -58,7 +39,7 @@ def item_embeddings(
     texts = signals.item_texts(items, template=template)
     reused = None
     if previous is not None:
-        require_columns(previous, ["item_id", "text", "embedding", "model"], where="item_embeddings")
+        require_columns(previous, ["item_id", "text", "embedding", "model"], where=ITEM_EMBEDDINGS.name)
         reused = texts.join(
             previous.where(F.col("model") == model).select("item_id", "text", "embedding"),
             ["item_id", "text"],
@@ -68,7 +49,7 @@ def item_embeddings(
     vectors = distinct.select("text", embed(F.col("text")).alias("embedding"))
     fresh = texts.join(vectors, "text")
     out = fresh if reused is None else fresh.unionByName(reused)
-    return select_schema(out.withColumn("model", F.lit(model)), ITEM_EMBEDDINGS)
+    return select_schema(out.withColumn("model", F.lit(model)), ITEM_EMBEDDINGS.schema)
 
 
 def user_embeddings(
@@ -94,7 +75,7 @@ def user_embeddings(
         )
     )
     out = pooled.withColumn("run_date", F.lit(run_date)).withColumn("model", F.lit(model))
-    return select_schema(out, USER_EMBEDDINGS)
+    return select_schema(out, USER_EMBEDDINGS.schema)
 
 
 def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -103,7 +84,7 @@ def pool_sorted(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     Vectorised over all users of a batch (one Python call per Arrow batch, not per user);
     a user whose rows go on into the next batch is carried over, so every user is pooled
     once, from all of their rows, in item order, the same sums as
-    :func:`udfs.score.weighted_mean_embedding`.
+    :func:`udfs.vectors.weighted_unit_sums`, the scorer's user vector.
     """
     carry: pd.DataFrame | None = None
     for batch in batches:
@@ -125,11 +106,8 @@ def _pool(rows: pd.DataFrame) -> pd.DataFrame:
     users, sources = rows["user_id"].to_numpy(), rows["source"].to_numpy()
     new_user = (users[1:] != users[:-1]) | (sources[1:] != sources[:-1])
     starts = np.flatnonzero(np.r_[True, new_user])
-    vectors = np.stack(rows["embedding"].to_numpy()).astype(np.float64)
-    weighted = rows["weight"].to_numpy(dtype=np.float64)[:, None] * vectors
-    sums = np.add.reduceat(weighted, starts, axis=0)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    unit = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
+    vectors = np.stack(rows["embedding"].to_numpy())
+    unit = weighted_unit_sums(rows["weight"].to_numpy(), vectors, starts)
     counts = np.diff(np.r_[starts, len(users)])
     return pd.DataFrame(
         {"source": sources[starts], "user_id": users[starts], "embedding": list(unit), "n_items": counts.astype(np.int32)}

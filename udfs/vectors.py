@@ -1,0 +1,37 @@
+"""The user vector: the one definition the scorer and the ``user_embeddings`` table share.
+
+A user's vector is the recency-weighted sum of the embeddings of the items they bought,
+re-normalised to unit length (zeros when nothing is left). It stays in the item space: its
+cosine with an item is a weighted mean of the item's cosines with the user's items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def weighted_unit_sums(weights: np.ndarray, vectors: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per segment of rows (segment i = rows ``starts[i]`` up to the next start): the sum of
+    ``weights[r] * vectors[r]`` in float64, in row order, scaled to unit length; float32.
+
+    ``weights`` (m,), ``vectors`` (m, d), ``starts`` ascending, the first 0 (no empty segments).
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if len(starts) == 0:
+        return np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    sums = np.add.reduceat(weights[:, None] * vectors, np.asarray(starts), axis=0)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
+
+
+def user_vectors(hist_idx: list[np.ndarray], hist_w: list[np.ndarray], emb: np.ndarray) -> np.ndarray:
+    """Each user's vector from their item indices into ``emb`` and weights (zeros without history)."""
+    out = np.zeros((len(hist_idx), emb.shape[1]), dtype=np.float32)
+    have = [row for row, idx in enumerate(hist_idx) if len(idx)]
+    if have:
+        idx = np.concatenate([hist_idx[row] for row in have])
+        w = np.concatenate([hist_w[row] for row in have])
+        starts = np.cumsum([0] + [len(hist_idx[row]) for row in have[:-1]])
+        out[have] = weighted_unit_sums(w, emb[idx], starts)
+    return out
