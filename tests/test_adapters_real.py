@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.adapters import read_source
 from stpipe.config import load_settings
 from stpipe.stages import INGEST, ingest, run_stage
@@ -99,12 +99,12 @@ def retail_run(spark, tmp_path_factory, retail_pd):
     sample.to_csv(path, index=False)
     warehouse = str(folder / "wh")
     result = run_stage(spark, _settings(warehouse, "online_retail", path, "2011-07-01"), INGEST)
-    clean = tables.read(spark, warehouse, "orders_clean")
+    clean = tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name)
     return {
         "sample": sample,
         "result": result,
         "clean": clean.toPandas(),
-        "items": tables.read(spark, warehouse, "items").toPandas(),
+        catalogue.ITEMS.name: tables.read(spark, warehouse, catalogue.ITEMS.name).toPandas(),
         "reasons": ingest.counts_by_reason(spark, warehouse, "online_retail"),
     }
 
@@ -172,7 +172,7 @@ def test_retail_quirk_exact_duplicates(retail_run):
 
 
 def test_retail_quirk_descriptions_trimmed_and_one_per_code(retail_run):
-    items = retail_run["items"]
+    items = retail_run[catalogue.ITEMS.name]
     assert items.item_id.is_unique
     assert (items.title == items.title.str.strip()).all()
     assert not items.title.str.contains("  ").any()
@@ -206,9 +206,9 @@ def olist_run(spark, tmp_path_factory):
     result = run_stage(spark, _settings(warehouse, "olist", OLIST_DIR, "2018-11-01"), INGEST)
     return {
         "result": result,
-        "clean": tables.read(spark, warehouse, "orders_clean").toPandas(),
-        "items": tables.read(spark, warehouse, "items").toPandas(),
-        "reviews": tables.read(spark, warehouse, "reviews").toPandas(),
+        "clean": tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name).toPandas(),
+        catalogue.ITEMS.name: tables.read(spark, warehouse, catalogue.ITEMS.name).toPandas(),
+        catalogue.REVIEWS.name: tables.read(spark, warehouse, catalogue.REVIEWS.name).toPandas(),
         "reasons": ingest.counts_by_reason(spark, warehouse, "olist"),
     }
 
@@ -258,7 +258,7 @@ def test_olist_items_english_category_or_slug_or_unknown(olist_run):
     products, tr = _olist("olist_products_dataset"), _olist("product_category_name_translation")
     names = dict(zip(tr.product_category_name, tr.product_category_name_english, strict=True))
     expected = products.product_category_name.map(lambda s: names.get(s, s) if s else "unknown")
-    items = olist_run["items"].set_index("item_id")
+    items = olist_run[catalogue.ITEMS.name].set_index("item_id")
     assert len(items) == len(products) == 32_951
     assert (items.loc[products.product_id, "category"].to_numpy() == expected.to_numpy()).all()
     assert (items.category == "unknown").sum() == 610
@@ -276,7 +276,7 @@ def test_olist_one_row_per_unit_and_sao_paulo_time(olist_run):
 
 def test_olist_reviews(olist_run):
     raw = _olist("olist_order_reviews_dataset")
-    rv = olist_run["reviews"]
+    rv = olist_run[catalogue.REVIEWS.name]
     assert len(rv) == len(raw) == 20_830
     has_text = (raw.review_comment_title.str.strip() != "") | (raw.review_comment_message.str.strip() != "")
     assert int(rv.text.notna().sum()) == int(has_text.sum())

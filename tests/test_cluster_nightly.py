@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
+from stpipe import catalogue
 from stpipe.config import load_settings, replace
 from stpipe.stages import run_nightly
 
@@ -111,6 +112,6 @@ def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, spark, tmp_
     names = sorted(p.name for p in local.iterdir() if (p / "_delta_log").is_dir())
     assert sorted(p.name for p in remote.iterdir() if (p / "_delta_log").is_dir()) == names
     for name in names:
-        if name == "run_log":
+        if name == catalogue.RUN_LOG.name:
             continue
         pd.testing.assert_frame_equal(_table(remote, name), _table(local, name), obj=name)

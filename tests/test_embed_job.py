@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.config import Settings, replace
 from stpipe.errors import ConfigError
 from stpipe.recommend.embeddings import user_embeddings
@@ -66,15 +66,15 @@ def test_embed_job_twice(spark, warehouse):
     from stpipe.stages import EMBED, run_stage
     from udfs.embed import Embedder
 
-    tables.write(spark.createDataFrame(ITEMS, ITEM_SCHEMA), warehouse, "items")
+    tables.write(spark.createDataFrame(ITEMS, ITEM_SCHEMA), warehouse, catalogue.ITEMS.name)
     orders = [order("u1", "p1", dt.datetime(2024, 2, 1)), order("u2", "p4", dt.datetime(2024, 2, 3))]
-    tables.write(spark.createDataFrame(orders, ORDERS_CLEAN), warehouse, "orders_clean")
+    tables.write(spark.createDataFrame(orders, ORDERS_CLEAN), warehouse, catalogue.ORDERS_CLEAN.name)
     settings = replace(Settings(), **{"storage.warehouse": warehouse, "run_date": "2024-03-01", "model.arrow_batch_rows": 3})
     run_stage(spark, settings, EMBED)
-    first = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
+    first = tables.read(spark, warehouse, catalogue.ITEM_EMBEDDINGS.name).orderBy("item_id").toPandas()
     run_stage(spark, settings, EMBED)
-    second = tables.read(spark, warehouse, "item_embeddings").orderBy("item_id").toPandas()
-    users = tables.read(spark, warehouse, "user_embeddings").orderBy("user_id").toPandas()
+    second = tables.read(spark, warehouse, catalogue.ITEM_EMBEDDINGS.name).orderBy("item_id").toPandas()
+    users = tables.read(spark, warehouse, catalogue.USER_EMBEDDINGS.name).orderBy("user_id").toPandas()
 
     assert first["item_id"].tolist() == ["p1", "p2", "p3", "p4"]
     assert first["text"].tolist()[:3] == ["blue ceramic mug. kitchen.", "garden hose 20m. garden. expandable, lightweight", ". toys."]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.adapters import synthetic
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError
@@ -52,10 +52,10 @@ def test_evaluate_job_twice_identical_with_report_and_json(spark, warehouse, tmp
     settings = _settings(warehouse, str(tmp_path / "reports"))
     first = run_stage(spark, settings, evaluate.EVALUATE)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
-    before = tables.read(spark, warehouse, "eval_metrics").toPandas()
+    before = tables.read(spark, warehouse, catalogue.EVAL_METRICS.name).toPandas()
     run_stage(spark, replace(settings, **{"evaluate.ingest": False}), evaluate.EVALUATE)  # same orders_clean
     capsys.readouterr()
-    after = tables.read(spark, warehouse, "eval_metrics").toPandas()
+    after = tables.read(spark, warehouse, catalogue.EVAL_METRICS.name).toPandas()
 
     key = ["level", "model", "variant", "k", "metric"]
     pd.testing.assert_frame_equal(

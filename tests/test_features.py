@@ -12,7 +12,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.config import FeatureSettings, load_settings, replace
 from stpipe.errors import ConfigError, InputError
 from stpipe.features import build as features_build
@@ -264,10 +264,10 @@ def _settings(warehouse: str, run_date: str):
 
 def test_features_job_twice_leaves_identical_tables_and_other_dates_alone(spark, warehouse):
     # not partitioned by order_date as ingest does: fewer files, same rows
-    tables.write(orders_df(spark, PAST + FUTURE), warehouse, "orders_clean")
-    tables.write(items_df(spark), warehouse, "items")
-    names = ["user_time_features", "item_time_features", "region_item_features",
-             "user_space_features"]
+    tables.write(orders_df(spark, PAST + FUTURE), warehouse, catalogue.ORDERS_CLEAN.name)
+    tables.write(items_df(spark), warehouse, catalogue.ITEMS.name)
+    names = [catalogue.USER_TIME_FEATURES.name, catalogue.ITEM_TIME_FEATURES.name, catalogue.REGION_ITEM_FEATURES.name,
+             catalogue.USER_SPACE_FEATURES.name]
 
     def snapshot():
         return {name: frame(tables.read(spark, warehouse, name)) for name in names}
@@ -282,6 +282,6 @@ def test_features_job_twice_leaves_identical_tables_and_other_dates_alone(spark,
         pd.testing.assert_frame_equal(first[name], second[name], obj=name)
         dates = set(second[name]["run_date"])
         assert dates == {dt.date(2024, 3, 5), dt.date(2024, 3, 10)}, name
-    users = second["user_time_features"]
+    users = second[catalogue.USER_TIME_FEATURES.name]
     assert set(users[users.run_date == dt.date(2024, 3, 5)].user_id) == {"u1", "u2", "u3"}
     assert users[users.run_date == dt.date(2024, 3, 5)].frequency.sum() == 4  # o1, o2, o4, o5

@@ -3,7 +3,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.adapters import synthetic
 from stpipe.config import load_settings, replace
 from stpipe.stages import INGEST, run_stage
@@ -46,9 +46,9 @@ def _settings(warehouse, rows=2000):
 def test_ingest_twice_leaves_identical_tables(spark, warehouse):
     s = _settings(warehouse)
     first = run_stage(spark, s, INGEST)
-    before = tables.read(spark, warehouse, "orders_clean").toPandas()
+    before = tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name).toPandas()
     second = run_stage(spark, s, INGEST)
-    after = tables.read(spark, warehouse, "orders_clean").toPandas()
+    after = tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name).toPandas()
     assert first.rows_in == second.rows_in == first.rows_out + first.details["quarantined"]
     key = ["order_id", "line_no"]
     pd.testing.assert_frame_equal(
@@ -57,7 +57,7 @@ def test_ingest_twice_leaves_identical_tables(spark, warehouse):
     lines, _ = synthetic.generate(rows=2000, seed=3, start="2024-01-01", days=60)
     assert len(after) == len(lines)  # generated data is clean: nothing quarantined
     assert after.order_date.min() == dt.date(2024, 1, 1)
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{tables.table_path(warehouse, 'orders_clean')}`")
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{tables.table_path(warehouse, catalogue.ORDERS_CLEAN.name)}`")
     assert history.count() == 2
 
 

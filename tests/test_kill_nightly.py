@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
+from stpipe import catalogue
 from stpipe.config import load_settings, replace
 from stpipe.stages import run_nightly
 
@@ -47,7 +48,7 @@ def _settings(warehouse: str, seed: int, **extra):
 def _tables(warehouse: str) -> list[str]:
     return sorted(
         p.name for p in Path(warehouse).iterdir()
-        if (p / "_delta_log").is_dir() and p.name != "run_log"
+        if (p / "_delta_log").is_dir() and p.name != catalogue.RUN_LOG.name
     )
 
 
@@ -83,7 +84,7 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     names = _tables(warehouse)
     previous = {n: _read(warehouse, n) for n in names}
     wanted = {n: _read(reference, n) for n in names}
-    assert not _same(previous["orders_clean"], wanted["orders_clean"])  # the seeds differ
+    assert not _same(previous[catalogue.ORDERS_CLEAN.name], wanted[catalogue.ORDERS_CLEAN.name])  # the seeds differ
     versions = {n: deltalake.DeltaTable(str(Path(warehouse) / n)).version() for n in names}
     files_before = {n: _data_files(Path(warehouse) / n) for n in names}
 

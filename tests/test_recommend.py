@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.catalogue import RECOMMENDATIONS
 from stpipe.config import Settings, replace
 from stpipe.errors import InputError
@@ -147,9 +147,9 @@ def tiny_warehouse(spark, tmp_path_factory):
         "category": [CATEGORY[i] for i in ITEM_IDS], "description": None, "source": "tiny",
     })
     emb = pd.DataFrame({"item_id": ITEM_IDS, "text": items["title"], "embedding": [list(map(float, v)) for v in vecs], "model": "hand"})
-    tables.write(spark.createDataFrame(tiny_orders(), ORDERS_CLEAN), wh, "orders_clean")
-    tables.write(spark.createDataFrame(items, "item_id string, title string, category string, description string, source string"), wh, "items")
-    tables.write(spark.createDataFrame(emb, "item_id string, text string, embedding array<float>, model string"), wh, "item_embeddings")
+    tables.write(spark.createDataFrame(tiny_orders(), ORDERS_CLEAN), wh, catalogue.ORDERS_CLEAN.name)
+    tables.write(spark.createDataFrame(items, "item_id string, title string, category string, description string, source string"), wh, catalogue.ITEMS.name)
+    tables.write(spark.createDataFrame(emb, "item_id string, text string, embedding array<float>, model string"), wh, catalogue.ITEM_EMBEDDINGS.name)
     return wh
 
 
@@ -164,11 +164,11 @@ def job_runs(spark, tiny_warehouse):
     settings = job_settings(tiny_warehouse)
     run_stage(spark, settings, FEATURES)
     run_stage(spark, settings, RECOMMEND)
-    first = tables.read(spark, tiny_warehouse, "recommendations").toPandas()
-    weights1 = tables.read(spark, tiny_warehouse, "fusion_weights").toPandas()
+    first = tables.read(spark, tiny_warehouse, catalogue.RECOMMENDATIONS.name).toPandas()
+    weights1 = tables.read(spark, tiny_warehouse, catalogue.FUSION_WEIGHTS.name).toPandas()
     run_stage(spark, settings, RECOMMEND)
-    second = tables.read(spark, tiny_warehouse, "recommendations").toPandas()
-    weights2 = tables.read(spark, tiny_warehouse, "fusion_weights").toPandas()
+    second = tables.read(spark, tiny_warehouse, catalogue.RECOMMENDATIONS.name).toPandas()
+    weights2 = tables.read(spark, tiny_warehouse, catalogue.FUSION_WEIGHTS.name).toPandas()
     return first, second, weights1, weights2
 
 
@@ -207,7 +207,7 @@ def test_no_repeat_and_causal_leads(spark, tiny_warehouse):
         "run_date date, cause_category string, effect_category string, q_value double, significant boolean",
     )
     recs = recommend(
-        spark, orders=read("orders_clean"), items=read("items"), item_embeddings=read("item_embeddings"),
+        spark, orders=read(catalogue.ORDERS_CLEAN.name), items=read(catalogue.ITEMS.name), item_embeddings=read(catalogue.ITEM_EMBEDDINGS.name),
         granger_stats=granger, run_date=RUN_DATE, k=4, allow_repeat=False, weights=ONES,
     ).toPandas()
     history = pd.DataFrame(tiny_orders(), columns=ORDERS_CLEAN.fieldNames())

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import OLIST_DIR, needs_shared
 
-from stpipe import tables
+from stpipe import catalogue, tables
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError
 from stpipe.schema import ITEMS, ORDERS_CLEAN
@@ -116,17 +116,17 @@ def test_future_orders_change_nothing_and_bad_measure_is_refused(spark):
 
 def test_series_job_twice_leaves_identical_tables(spark, warehouse):
     # not partitioned by order_date as ingest does: fewer files, same rows
-    tables.write(orders_df(spark, PAST + FUTURE), warehouse, "orders_clean")
-    tables.write(items_df(spark), warehouse, "items")
+    tables.write(orders_df(spark, PAST + FUTURE), warehouse, catalogue.ORDERS_CLEAN.name)
+    tables.write(items_df(spark), warehouse, catalogue.ITEMS.name)
     settings = replace(load_settings(), **{
         "storage.warehouse": warehouse, "run_date": str(RUN), "features.series_days": 5,
     })
     other = replace(settings, run_date="2024-03-08")
     run_stage(spark, other, SERIES)
     first = run_stage(spark, settings, SERIES)
-    snap1 = tables.read(spark, warehouse, "sales_series").toPandas()
+    snap1 = tables.read(spark, warehouse, catalogue.SALES_SERIES.name).toPandas()
     second = run_stage(spark, settings, SERIES)
-    snap2 = tables.read(spark, warehouse, "sales_series").toPandas()
+    snap2 = tables.read(spark, warehouse, catalogue.SALES_SERIES.name).toPandas()
     key = ["run_date", "series_id", "date"]
     pd.testing.assert_frame_equal(
         snap1.sort_values(key).reset_index(drop=True), snap2.sort_values(key).reset_index(drop=True)
