@@ -38,9 +38,11 @@ def hand_catalog() -> Catalog:
     )
 
 
-def users(*rows) -> pd.DataFrame:
+def users(*rows, source: str = "s") -> pd.DataFrame:
+    """Users of one ``source`` from (user_id, region, is_cold_start, hist_item_ids, hist_weights)."""
     return pd.DataFrame(
-        rows, columns=["user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"]
+        [(source, *row) for row in rows],
+        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"],
     )
 
 

@@ -2,10 +2,10 @@
 
 Everything here works on a :class:`Catalog` (item embeddings and per-item signals as
 dense arrays, built once on the driver and broadcast) and a pandas frame of users
-(``user_id, region, is_cold_start, hist_item_ids, hist_weights``: the items a user bought,
-most recent first, with their recency weights). For a sub-batch of users it computes
-user x item similarities and the candidate mask with matrix products, then scores only the
-candidates and keeps the top K per user; only ids, scores and reasons leave the function,
+(:data:`USER_COLUMNS`: a user is ``(source, user_id)``; ``hist_item_ids, hist_weights`` are
+the items they bought, most recent first, with their recency weights). For a sub-batch of users
+it computes user x item similarities and the candidate mask with matrix products, then scores
+only the candidates and keeps the top K per user; only ids, scores and reasons leave the function,
 never all user x item pairs.
 
 The components (feature matrices) and candidate sources are small functions in
@@ -43,6 +43,8 @@ from udfs.candidates import (
 FEATURES = ("bert", "time", "space", "causal", "history", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
+USER_COLUMNS = ("source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights")
+
 # Candidate sources and reasons (bit flags per user x item).
 POPULAR, NEIGHBOUR, CAUSAL, HISTORY, FILLER, COOC = 1, 2, 4, 8, 16, 32
 
@@ -68,6 +70,7 @@ class Catalog:
     _by_category: list[np.ndarray] | None = field(default=None, repr=False)
 
     def index(self) -> dict[str, int]:
+        """Item id -> its position in ``item_ids`` (built once per catalog)."""
         if self._index is None:
             self._index = {item: i for i, item in enumerate(self.item_ids.tolist())}
         return self._index
@@ -98,9 +101,16 @@ class ScoreParams:
 def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> pd.DataFrame:
     """Candidates, fused scores and the top K items (or all candidates) for each user.
 
-    Returns one row per (user, item) kept: user_id, region, is_cold_start, rank, item_id,
-    score, the six component scores, reasons (list of str) and n_candidates.
+    ``users`` has :data:`USER_COLUMNS`. Returns one row per (user, item) kept, in
+    :data:`RESULT_COLUMNS`: source, user_id, region, is_cold_start, rank, item_id, score, the
+    six component scores, reasons (list of str) and n_candidates.
     """
+    missing = [c for c in USER_COLUMNS if c not in users.columns]
+    if missing:
+        raise ValueError(
+            f"score_users: missing user column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+            f" (found: {', '.join(map(str, users.columns)) or 'none'})"
+        )
     frames = [
         _score_chunk(users.iloc[start : start + params.batch_users], catalog, params)
         for start in range(0, len(users), params.batch_users)
@@ -187,7 +197,7 @@ def _select(
     out: dict[str, list] = {c: [] for c in RESULT_COLUMNS}
     starts = np.searchsorted(rows, np.arange(len(users) + 1))
     user_ids, regions = users["user_id"].tolist(), users["region"].tolist()
-    sources = users["source"].tolist() if "source" in users else [None] * len(users)
+    sources = users["source"].tolist()
     cold = users["is_cold_start"].tolist()
     for row in range(len(users)):
         lo, hi = starts[row], starts[row + 1]

@@ -1,0 +1,186 @@
+"""The scorer's components, causal and cooc sources, reasons and composition on a hand-made case.
+
+(tests/test_candidates.py covers the chunk, popular, neighbour, history and filler sources and
+the user vector.) Every expectation is worked out by hand in the comments; no Spark.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from udfs.candidates import (
+    bert_similarity,
+    category_shares,
+    causal_candidates,
+    causal_scores,
+    chunk_of,
+    cooc_candidates,
+    cooc_scores,
+    led_categories,
+    time_scores,
+    top_indices,
+)
+from udfs.score import (
+    CAUSAL,
+    COOC,
+    FILLER,
+    NEIGHBOUR,
+    POPULAR,
+    RESULT_COLUMNS,
+    Catalog,
+    ReasonContext,
+    ScoreParams,
+    reasons,
+    score_users,
+)
+
+
+def catalog() -> Catalog:
+    # items a b c d (indices 0-3), categories X = {a, b}, Y = {c, d}; the market: c, b, a, d;
+    # X leads Y with strength .5; bought together: a->c .4, b->c .2, b->d .5; c is trending
+    return Catalog(
+        item_ids=np.array(list("abcd")),
+        embeddings=np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0]], dtype=np.float32),
+        category_codes=np.array([0, 0, 1, 1]),
+        categories=["X", "Y"],
+        time_score=np.array([0.2, 0.5, 1.0, 0.1]),
+        trending=np.array([False, False, True, False]),
+        regions=["R"],
+        space_score=np.array([[0.4, 0.0, 0.0, 1.0]]),
+        popular_order=np.array([2, 1, 0, 3]),
+        region_order=[np.array([3, 0])],
+        causal=np.array([[0.0, 0.5], [0.0, 0.0]]),
+        cooc=sp.csr_matrix(([0.4, 0.2, 0.5], ([0, 1, 1], [2, 2, 3])), shape=(4, 4)),
+    )
+
+
+def users(source: str = "s") -> pd.DataFrame:
+    # u bought b (weight 1) after a (.5); v bought c; w bought nothing and lives elsewhere
+    return pd.DataFrame(
+        [(source, "u", "R", False, ["b", "a"], [1.0, 0.5]),
+         (source, "v", "R", False, ["c"], [2.0]),
+         (source, "w", "elsewhere", True, [], [])],
+        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"],
+    )
+
+
+def test_bert_similarity_is_the_cosine_with_the_user_vector():
+    # u: 1 x b + .5 x a = (1.1, .8), norm sqrt(1.85); v: c itself; w: zeros
+    got = bert_similarity(chunk_of(users(), catalog()), catalog())
+    n = math.sqrt(1.85)
+    expected = [[1.1 / n, (0.66 + 0.64) / n, 0.8 / n, -1.1 / n], [0, 0.8, 1, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert got.dtype == np.float64
+
+
+def test_time_scores_are_the_same_for_every_user():
+    got = time_scores(chunk_of(users(), catalog()), catalog())
+    np.testing.assert_array_equal(got, [[0.2, 0.5, 1.0, 0.1]] * 3)
+
+
+def test_causal_scores_from_category_shares_and_lead_strengths():
+    chunk = chunk_of(users(), catalog())
+    shares = category_shares(chunk, catalog())
+    np.testing.assert_array_equal(shares, [[1, 0], [0, 1], [0, 0]])  # u: all X, v: all Y
+    led = led_categories(shares, catalog())
+    np.testing.assert_array_equal(led, [[0, 0.5], [0, 0], [0, 0]])  # X leads Y; Y leads nothing
+    np.testing.assert_array_equal(causal_scores(led, chunk, catalog()), [[0, 0, 0.5, 0.5], [0] * 4, [0] * 4])
+
+
+def test_causal_candidates_are_popular_items_of_led_categories():
+    chunk = chunk_of(users(), catalog())
+    led = np.array([[0, 0.5], [0, 0], [0, 0]])
+    # Y's items most popular first: c, d; a category led by 0 proposes nothing
+    one = causal_candidates(led, chunk, catalog(), 1)
+    assert one.tolist() == [[False, False, True, False], [False] * 4, [False] * 4]
+    three = causal_candidates(led, chunk, catalog(), 3)
+    assert three.tolist() == [[False, False, True, True], [False] * 4, [False] * 4]
+
+
+def test_cooc_scores_sources_and_candidates():
+    chunk = chunk_of(users(), catalog())
+    score, source = cooc_scores(chunk.hist_idx, chunk.history, catalog().cooc)
+    # u: c = .5 x .4 (from a) + 1 x .2 (from b) = .4, d = 1 x .5 = .5; divided by .5
+    np.testing.assert_allclose(score, [[0, 0, 0.8, 1.0], [0] * 4, [0] * 4])
+    # c's two contributions tie at .2: the lower index (a) is its source
+    assert source.tolist() == [[-1, -1, 0, 1], [-1] * 4, [-1] * 4]
+    assert cooc_candidates(chunk, score, 1).tolist() == [[False, False, False, True], [False] * 4, [False] * 4]
+    assert cooc_candidates(chunk, score, 5).tolist() == [[False, False, True, True], [False] * 4, [False] * 4]
+
+
+def test_cooc_without_a_matrix_is_zero():
+    chunk = chunk_of(users(), catalog())
+    score, source = cooc_scores(chunk.hist_idx, chunk.history, None)
+    assert not score.any() and (source == -1).all()
+
+
+def test_top_indices_skip_non_finite_and_break_ties_by_index():
+    values = np.array([[3.0, -np.inf, 3.0, 1.0], [np.nan, 2.0, np.inf, -np.inf]])
+    assert [t.tolist() for t in top_indices(values, 2)] == [[0, 2], [1]]
+
+
+def reason_context(components=frozenset({"time", "causal", "cooc"})) -> ReasonContext:
+    return ReasonContext(
+        catalog=catalog(),
+        category_shares=np.array([[1.0, 0.0]]),
+        components=components,
+        history=np.array([[0.0, 0.0, 0.3, 0.0]]),
+        cooc_source=np.array([[-1, -1, 0, 1]]),
+    )
+
+
+def test_reasons_in_their_documented_order():
+    flag = NEIGHBOUR | POPULAR | CAUSAL | COOC
+    # c: trending, Y led by X (u's only category), bought with a, bought before
+    assert reasons(reason_context(), flag=flag, row=0, item=2, short=True) == [
+        "similar_to_recent", "popular_in_region", "trending", "led_by:X", "bought_with:a",
+        "bought_before", "catalogue_exhausted",
+    ]
+    assert reasons(reason_context(), flag=FILLER, row=0, item=2, short=False) == [
+        "trending", "bought_before", "popular_overall",
+    ]
+    # trending only when the time component is on; d: not bought before
+    assert reasons(reason_context(frozenset()), flag=POPULAR, row=0, item=2, short=False) == [
+        "popular_in_region", "bought_before",
+    ]
+    assert reasons(reason_context(), flag=COOC, row=0, item=3, short=False) == ["bought_with:b"]
+
+
+def test_only_the_sources_of_enabled_components_propose():
+    only_cooc = ScoreParams(weights={"cooc": 1.0}, k=None, components=frozenset({"cooc"}))
+    out = score_users(users().iloc[:1], catalog(), only_cooc)
+    assert out["item_id"].tolist() == ["d", "c"]  # logits 1.0 and .8
+    assert out["reasons"].tolist() == [["bought_with:b"], ["bought_with:a"]]
+    assert out["bert_score"].tolist() == [0.0, 0.0]  # switched-off components score 0
+
+    only_time = ScoreParams(weights={}, k=None, components=frozenset({"time"}), candidates_popular=2)
+    out = score_users(users().iloc[2:], catalog(), only_time)  # w: unknown region -> the market
+    assert out["item_id"].tolist() == ["b", "c"]  # equal logits: item id order
+    assert out["reasons"].tolist() == [["popular_in_region"], ["popular_in_region", "trending"]]
+
+
+def test_history_source_needs_repeats_allowed():
+    only_history = ScoreParams(weights={"history": 1.0}, k=None, components=frozenset({"history"}))
+    out = score_users(users().iloc[:1], catalog(), only_history)
+    assert out["item_id"].tolist() == ["b", "a"]
+    assert out["history_score"].tolist() == [1.0, 0.5]
+    none = score_users(users().iloc[:1], catalog(), ScoreParams(
+        weights={}, k=None, components=frozenset({"history"}), allow_repeat=False))
+    assert none.empty and list(none.columns) == RESULT_COLUMNS
+
+
+def test_source_is_carried_through_and_first():
+    both = pd.concat([users("s1").iloc[:1], users("s2").iloc[1:2].assign(user_id="u")], ignore_index=True)
+    out = score_users(both, catalog(), ScoreParams(weights={}, k=2, batch_users=1))
+    assert list(out.columns) == RESULT_COLUMNS and RESULT_COLUMNS[0] == "source"
+    assert out[["source", "user_id"]].drop_duplicates().values.tolist() == [["s1", "u"], ["s2", "u"]]
+
+
+def test_missing_user_column_is_named():
+    with pytest.raises(ValueError, match="missing user column source"):
+        score_users(users().drop(columns="source"), catalog(), ScoreParams(weights={}))
