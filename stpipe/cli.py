@@ -17,6 +17,7 @@ from typing import Any
 
 from stpipe.config import Settings, load_settings, parse_date, parse_override
 from stpipe.errors import PipelineError
+from stpipe.lease import acquire
 from stpipe.stages.base import Stage, one_line, run_stage
 
 log = logging.getLogger("stpipe")
@@ -77,8 +78,14 @@ def main_for(
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     spark = None
+    lease = None
     try:
         settings = settings_from_args(args, overrides(args) if overrides else None)
+        storage = settings.storage
+        lease = acquire(
+            storage.warehouse, job=stage.name, ttl_seconds=storage.lease_ttl_seconds,
+            wait_seconds=storage.lease_wait_seconds,
+        )
         from stpipe.session import build_session  # imported late: keeps --help fast
 
         spark = build_session(settings.spark, app_name=f"stpipe-{stage.name}")
@@ -99,3 +106,5 @@ def main_for(
     finally:
         if spark is not None:
             spark.stop()
+        if lease is not None:
+            lease.release()

@@ -50,6 +50,10 @@ class StorageSettings:
     vacuum: bool = True
     # OPTIMIZE compacts files smaller than this into files of about this size.
     optimize_max_file_mb: int = 256
+    # One writer per warehouse (stpipe/lease.py): a job renews its lease every ttl/3 seconds;
+    # a lease older than the ttl is taken over; a second job waits this long, then stops.
+    lease_ttl_seconds: float = 60.0
+    lease_wait_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -337,9 +341,26 @@ def load_settings(
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     try:
-        return _build(Settings, data)
+        return check_values(_build(Settings, data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+SOURCES = ("synthetic", "olist", "online_retail", "canonical")
+
+
+def check_values(settings: Settings) -> Settings:
+    """Values that name things: a known source, a report folder without ``..``."""
+    if settings.ingest.source not in SOURCES:
+        raise ConfigError(
+            f"ingest.source: unknown source {settings.ingest.source!r} (known: {', '.join(SOURCES)})"
+        )
+    if ".." in Path(settings.evaluate.report_dir).parts:
+        raise ConfigError(
+            f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "
+            "reports folder itself"
+        )
+    return settings
 
 
 def replace(settings: Settings, **dotted: Any) -> Settings:
@@ -347,4 +368,4 @@ def replace(settings: Settings, **dotted: Any) -> Settings:
     data = dataclasses.asdict(settings)
     for key, value in dotted.items():
         _set_dotted(data, key, value)
-    return _build(Settings, data)
+    return check_values(_build(Settings, data))

@@ -62,7 +62,8 @@ def sql_literal(value: object) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return f"'{value.isoformat()}'"
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        # Spark's SQL lexer reads a backslash as an escape (doubling a quote is not one)
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return str(value)
 
 

@@ -10,10 +10,10 @@ import importlib
 from pyspark.sql import SparkSession
 
 from stpipe.adapters.base import RawInput
-from stpipe.config import IngestSettings
+from stpipe.config import SOURCES, IngestSettings
 from stpipe.errors import ConfigError, InputError
 
-ADAPTERS = ("synthetic", "olist", "online_retail", "canonical")
+ADAPTERS = SOURCES
 
 
 def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
