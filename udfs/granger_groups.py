@@ -49,19 +49,8 @@ def finish_family(tests: pd.DataFrame, *, alpha: float) -> pd.DataFrame:
 
 
 OUTPUT_COLUMNS = [
-    "cause_series",
-    "effect_series",
-    "pair_kind",
-    "lag",
-    "f_stat",
-    "p_value",
-    "df_num",
-    "df_den",
-    "chi2_stat",
-    "chi2_p_value",
-    "n_obs",
-    "transform",
-    "status",
+    "cause_series", "effect_series", "pair_kind", "lag",
+    *(key for key in RESULT_KEYS if key != "status"), "transform", "status",
 ]
 OUTPUT_DDL = (
     "cause_series string, effect_series string, pair_kind string, lag int, f_stat double, "
