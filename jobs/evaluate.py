@@ -4,7 +4,10 @@
         --input ../shared/datasets/uci_online_retail_2011h1/online_retail_2011h1.csv.gz \\
         --cutoff 2011-06-01 --horizon-days 28 --k 10 --warehouse ./warehouse --json
 
-Writes the Delta table ``eval_metrics`` (slice run_date, source, cutoff replaced on rerun) and
+Writes only to its own warehouse (``evaluate.warehouse``, default ``<warehouse>/_evaluate``: its
+ingest, the stages as of the cutoff, ``run_log``), never to the warehouse a nightly uses; with
+``--no-ingest`` it reads that warehouse's ``orders_clean``. Writes the Delta table
+``eval_metrics`` (slice run_date, source, cutoff replaced on rerun) and
 ``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots. With ``--json`` it prints
 one JSON object per model and variant on stdout (logs go to stderr). The stage is
 ``stpipe.stages.evaluate``.
@@ -16,7 +19,7 @@ import argparse
 from typing import Any
 
 from stpipe.cli import main_for
-from stpipe.stages.evaluate import EVALUATE
+from stpipe.stages.evaluate import EVALUATE, evaluation_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +49,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return main_for(
-        EVALUATE, argv, description=__doc__, add_arguments=add_arguments, overrides=overrides
+        EVALUATE, argv, description=__doc__, add_arguments=add_arguments, overrides=overrides,
+        adjust=evaluation_settings,
     )
 
 

@@ -2,13 +2,17 @@
 
     python -m jobs.nightly --date 2024-06-29
     python -m jobs.nightly --date 2024-06-29 --force-stage ingest
+    python -m jobs.nightly --date 2011-11-10 --no-ingest    # the stages on what is there
     spark-submit jobs/nightly.py --date 2024-06-29 --source olist --input PATH
 
 Stages whose outputs for the date are complete (see ``stpipe.stages.orchestrate``) are
 skipped unless ``--force`` (all) or ``--force-stage NAME`` (that one and, because its
 tables change, the ones after it). Every stage is recorded in ``run_log``; the last
-step is Delta housekeeping (OPTIMIZE, VACUUM) as the ``storage`` config says. The stage
-graph is ``stpipe.stages.NIGHTLY``.
+step is Delta housekeeping (retention, OPTIMIZE, VACUUM) as the ``storage`` config says. The
+stage graph is ``stpipe.stages.NIGHTLY``. The source comes from ``--source``/``--input`` or the
+config (``ingest.source``; the embedded default is ``synthetic``); a warehouse that holds another
+source is refused before anything is written, and ``--no-ingest`` runs the other stages on the
+orders already there.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import argparse
 from jobs import ingest
 from stpipe.cli import main_for
 from stpipe.runlog import StageResult
-from stpipe.stages import Stage, StageContext, run_nightly
+from stpipe.stages import INGEST, NIGHTLY, Stage, StageContext, run_nightly
 from stpipe.summary import summary_text
 
 
@@ -31,13 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force-stage", action="append", default=[], metavar="NAME",
         help="rerun this stage (and the ones after it) even when complete (repeatable)",
     )
+    parser.add_argument(
+        "--no-ingest", action="store_true", help="skip ingest: run the stages on the orders there"
+    )
 
 
-def nightly_stage(force: bool, force_stages: tuple[str, ...]) -> Stage:
+def nightly_stages(ingest_too: bool = True) -> tuple[Stage, ...]:
+    """The stage graph, without ingest for ``--no-ingest``."""
+    return NIGHTLY if ingest_too else tuple(s for s in NIGHTLY if s is not INGEST)
+
+
+def nightly_stage(force: bool, force_stages: tuple[str, ...], ingest_too: bool = True) -> Stage:
     """The whole pipeline as one unit for the command line (it records a ``nightly`` row)."""
+    stages = nightly_stages(ingest_too)
 
     def run(ctx: StageContext) -> StageResult:
-        result = run_nightly(ctx.spark, ctx.settings, force=force, force_stages=force_stages)
+        result = run_nightly(
+            ctx.spark, ctx.settings, force=force, force_stages=force_stages, stages=stages
+        )
         print(summary_text(ctx.spark, ctx.warehouse), flush=True)
         return result
 
@@ -48,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--force-stage", action="append", default=[])
+    parser.add_argument("--no-ingest", action="store_true")
     forced, _ = parser.parse_known_args(argv)
-    stage = nightly_stage(forced.force, tuple(forced.force_stage))
+    stage = nightly_stage(forced.force, tuple(forced.force_stage), not forced.no_ingest)
     return main_for(
         stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides
     )

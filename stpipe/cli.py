@@ -70,8 +70,13 @@ def main_for(
     description: str,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     overrides: ArgsToOverrides | None = None,
+    adjust: Callable[[Settings], Settings] | None = None,
 ) -> int:
-    """Parse arguments, build the session, run ``stage``; return the exit code."""
+    """Parse arguments, build the session, run ``stage``; return the exit code.
+
+    ``adjust`` turns the parsed settings into the ones the stage runs with (the evaluation:
+    its own warehouse); the lease is taken on the warehouse it then names.
+    """
     parser = base_parser(description)
     if add_arguments:
         add_arguments(parser)
@@ -81,6 +86,8 @@ def main_for(
     lease = None
     try:
         settings = settings_from_args(args, overrides(args) if overrides else None)
+        if adjust is not None:
+            settings = adjust(settings)
         storage = settings.storage
         lease = acquire(
             storage.warehouse, job=stage.name, ttl_seconds=storage.lease_ttl_seconds,

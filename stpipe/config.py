@@ -54,6 +54,10 @@ class StorageSettings:
     # a lease older than the ttl is taken over; a second job waits this long, then stops.
     lease_ttl_seconds: float = 60.0
     lease_wait_seconds: float = 60.0
+    # Retention of the dated tables (slices by run_date): housekeeping deletes the run dates
+    # older than keep_days before the run date (0: keep all); per table in keep_days_by_table.
+    keep_days: int = 90
+    keep_days_by_table: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class IngestSettings:
     # region values that mean "unknown" (quarantined as missing_region), compared case-folded
     unknown_regions: list[str] = field(default_factory=list)
     # canonical adapter: time zone of timestamps written without an offset; CSV delimiter
+    # A warehouse holds one source; true lets a second source land beside the first.
+    mixed_sources: bool = False
     canonical_timezone: str = "UTC"
     csv_delimiter: str = ","
 
@@ -205,8 +211,13 @@ class EvaluateSettings:
     category_sources: list[str] = field(default_factory=lambda: ["olist"])
     # Items per user ranked before mapping them to categories.
     category_candidates: int = 200
-    # Scratch warehouse for the pipeline stages run as of the cutoff (None: <warehouse>/_evaluate).
+    # Where the evaluation writes (its ingest, eval_metrics, run_log): None = <warehouse>/_evaluate,
+    # so a nightly on the warehouse is never touched; the stages run as of each cutoff go into
+    # scratch_warehouse (None: <evaluate.warehouse>/<source>-<cutoff>).
+    warehouse: str | None = None
     scratch_warehouse: str | None = None
+    # With ingest false: the warehouse whose orders_clean is read (None: storage.warehouse).
+    orders_warehouse: str | None = None
     # Print one JSON object per model and variant on stdout.
     json: bool = False
 
@@ -355,6 +366,11 @@ def check_values(settings: Settings) -> Settings:
         raise ConfigError(
             f"ingest.source: unknown source {settings.ingest.source!r} (known: {', '.join(SOURCES)})"
         )
+    from stpipe.catalogue import BY_NAME  # here: the catalogue's schemas import pyspark
+
+    unknown = sorted(set(settings.storage.keep_days_by_table) - set(BY_NAME))
+    if unknown:
+        raise ConfigError(f"storage.keep_days_by_table: unknown table {unknown[0]!r}")
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(
             f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "

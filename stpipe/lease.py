@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from stpipe.errors import ConfigError, PipelineError
+from stpipe.tables import local_folder
 
 log = logging.getLogger("stpipe.lease")
 
@@ -36,15 +36,6 @@ LEASE_FILE = "_stpipe_lease.json"
 
 class LeaseHeld(PipelineError):
     """Another job holds the warehouse's lease."""
-
-
-def local_folder(warehouse: str) -> Path | None:
-    """The warehouse as a local folder (a path or a ``file:`` URI), or None for a remote URI."""
-    if warehouse.startswith("file:"):
-        return Path(urlparse(warehouse).path)
-    if "://" in warehouse:
-        return None
-    return Path(warehouse).expanduser()
 
 
 @dataclass

@@ -11,17 +11,44 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-from collections.abc import Iterator
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from stpipe.errors import PipelineError, TableMissingError
 
+log = logging.getLogger("stpipe.tables")
+T = TypeVar("T")
+
+
+def local_folder(warehouse: str) -> Path | None:
+    """The warehouse as a local folder (a path or a ``file:`` URI), or None for a remote URI."""
+    if warehouse.startswith("file:"):
+        return Path(urlparse(warehouse).path)
+    if "://" in warehouse:
+        return None
+    return Path(warehouse).expanduser()
+
 
 def table_path(warehouse: str, name: str) -> str:
-    """Absolute path of table ``name`` (one folder per table under the warehouse)."""
+    """Where table ``name`` lives (one folder per table under the warehouse).
+
+    Local paths are made absolute; URIs (``file:``, ``s3a:``, ``abfss:``, ``gs:``, ...) are kept
+    as strings, so Spark and Delta see the file system the user named.
+    """
+    if "://" in warehouse or warehouse.startswith("file:"):
+        return warehouse.rstrip("/") + "/" + name
     return str(Path(warehouse).expanduser().resolve() / name)
 
 
@@ -72,6 +99,14 @@ def slice_condition(**equals: object) -> str:
     return " AND ".join(f"{col} = {sql_literal(val)}" for col, val in sorted(equals.items()))
 
 
+@dataclass(frozen=True)
+class Commit:
+    """What one write committed: the table version it made and the rows of its slice there."""
+
+    version: int | None
+    rows: int
+
+
 def write(
     df: DataFrame,
     warehouse: str,
@@ -81,15 +116,34 @@ def write(
     partition_by: list[str] | None = None,
     max_records_per_file: int | None = None,
 ) -> int:
-    """Write ``df`` as table ``name`` in one commit and return its row count.
+    """Write ``df`` as table ``name`` in one commit and return its row count (see :func:`commit`)."""
+    return commit(
+        df, warehouse, name, replace=replace, partition_by=partition_by,
+        max_records_per_file=max_records_per_file,
+    ).rows
+
+
+def commit(
+    df: DataFrame,
+    warehouse: str,
+    name: str,
+    *,
+    replace: dict[str, object] | None = None,
+    partition_by: list[str] | None = None,
+    max_records_per_file: int | None = None,
+) -> Commit:
+    """Write ``df`` as table ``name`` in one commit; return that commit's version and rows.
 
     ``replace={"run_date": d}`` replaces only that slice (the frame must hold only
-    rows of the slice); ``replace=None`` overwrites the whole table.
+    rows of the slice); ``replace=None`` overwrites the whole table. The commit carries a
+    token of its own in Delta's ``userMetadata``, so its version and row count are read from
+    that commit even when another writer committed to the table right after it.
     """
     path = table_path(warehouse, name)
+    token = json.dumps({"stpipe_write": uuid.uuid4().hex})
     if partition_by:  # one writer task per partition value: no swarm of tiny files
         df = df.repartition(*partition_by)
-    writer = df.write.format("delta").mode("overwrite")
+    writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
     if replace:
         writer = writer.option("replaceWhere", slice_condition(**replace))
     if partition_by:
@@ -97,25 +151,74 @@ def write(
     if max_records_per_file:
         writer = writer.option("maxRecordsPerFile", max_records_per_file)
     try:
-        writer.save(path)
+        with_retries(lambda: writer.save(path), what=f"writing table {name}")
+    except PipelineError:
+        raise
     except Exception as exc:  # Delta's AnalysisException carries a readable message
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise PipelineError(f"writing table {name} at {path} failed: {message}") from exc
-    return committed_rows(df.sparkSession, warehouse, name, replace)
+    return _committed(df.sparkSession, path, token, replace)
 
 
-def committed_rows(
-    spark: SparkSession, warehouse: str, name: str, replace: dict[str, object] | None = None
-) -> int:
-    """Rows of the written slice in the table's latest version (read back, not trusted)."""
-    history = DeltaTable.forPath(spark, table_path(warehouse, name)).history(1).collect()
-    metrics = history[0]["operationMetrics"] or {}
-    if "numOutputRows" in metrics and history[0]["operation"] == "WRITE":
-        return int(metrics["numOutputRows"])
-    df = spark.read.format("delta").option("versionAsOf", history[0]["version"]).load(
-        table_path(warehouse, name)
-    )
-    return df.where(slice_condition(**replace)).count() if replace else df.count()
+# Delta's optimistic concurrency: another writer committed first (the write did not commit)
+CONCURRENT_ERRORS = (
+    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+)
+
+
+def with_retries(
+    action: Callable[[], T], *, what: str, attempts: int = 5, first_wait_s: float = 0.5
+) -> T:
+    """Run ``action``; when Delta refuses its commit because another writer committed first,
+    wait (0.5 s, 1 s, 2 s, ... with jitter) and run it again, up to ``attempts`` times.
+
+    Safe for every write here: a refused commit wrote nothing, and each write either replaces
+    its own slice or appends one run_log row. After the last attempt the error is raised,
+    with a one-line message that says so.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            text = f"{exc.__class__.__name__}: {exc}"
+            if not any(name in text for name in CONCURRENT_ERRORS):
+                raise
+            if attempt == attempts:
+                raise PipelineError(
+                    f"{what}: another writer kept committing first ({attempts} attempts); "
+                    "run one job per warehouse (the lease) or retry"
+                ) from exc
+            wait = first_wait_s * 2 ** (attempt - 1) * (1 + random.random() / 2)
+            log.warning("%s: concurrent commit (attempt %d of %d), retrying in %.1fs",
+                        what, attempt, attempts, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _committed(
+    spark: SparkSession, path: str, token: str, replace: dict[str, object] | None
+) -> Commit:
+    """The version our write made (found by its token) and the rows of its slice there."""
+    history = DeltaTable.forPath(spark, path).history()
+    mine = history.where(history.userMetadata == token).select(
+        "version", "operation", "operationMetrics"
+    ).collect()
+    if mine:
+        version = int(mine[0]["version"])
+        metrics = mine[0]["operationMetrics"] or {}
+        # a whole-table write: its output rows; a slice replaced in files that also held other
+        # slices counts their copied rows as output too, so a slice is counted
+        if not replace and "numOutputRows" in metrics and mine[0]["operation"] == "WRITE":
+            return Commit(version, int(metrics["numOutputRows"]))
+    else:  # Delta commits nothing when an empty slice is replaced by nothing
+        version = None
+    df = spark.read.format("delta")
+    if version is not None:
+        df = df.option("versionAsOf", version)
+    table = df.load(path)
+    return Commit(version, table.where(slice_condition(**replace)).count() if replace else table.count())
 
 
 def version(spark: SparkSession, warehouse: str, name: str) -> int | None:
@@ -125,7 +228,8 @@ def version(spark: SparkSession, warehouse: str, name: str) -> int | None:
 
 
 def append(df: DataFrame, warehouse: str, name: str) -> None:
-    df.write.format("delta").mode("append").save(table_path(warehouse, name))
+    path = table_path(warehouse, name)
+    with_retries(lambda: df.write.format("delta").mode("append").save(path), what=f"appending to {name}")
 
 
 def housekeeping(
@@ -161,6 +265,33 @@ def housekeeping(
                 table.vacuum()
 
 
+RETENTION_METADATA = json.dumps({"stpipe_retention": True})
+
+
+def delete_before(
+    spark: SparkSession, warehouse: str, name: str, *, column: str, before: dt.date
+) -> int:
+    """Delete the rows with ``column < before`` (retention) in one commit; return how many.
+
+    The commit is marked as retention in its metadata, so :func:`data_version` does not count
+    it: a stage for a later date that read the table is still up to date. Nothing is
+    committed when no row is that old.
+    """
+    old = read(spark, warehouse, name).where(F.col(column) < F.lit(before)).count()
+    if old:
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", RETENTION_METADATA)
+        try:
+            with_retries(
+                lambda: DeltaTable.forPath(spark, table_path(warehouse, name)).delete(
+                    F.col(column) < F.lit(before)
+                ),
+                what=f"retention on {name}",
+            )
+        finally:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    return old
+
+
 DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration (1 week)
 RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
 
@@ -184,7 +315,8 @@ HOUSEKEEPING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "
 
 
 def data_version(spark: SparkSession, warehouse: str, name: str) -> int | None:
-    """The latest version that changed the table's rows (OPTIMIZE and VACUUM do not count).
+    """The latest version that changed the table's rows (OPTIMIZE, VACUUM and the retention
+    DELETE of old slices do not count).
 
     A stage that read version v of an input is still up to date after housekeeping
     compacted that input; it is not after any other commit.
@@ -192,16 +324,19 @@ def data_version(spark: SparkSession, warehouse: str, name: str) -> int | None:
     if not exists(spark, warehouse, name):
         return None
     history = DeltaTable.forPath(spark, table_path(warehouse, name)).history()
-    rows = history.select("version", "operation").orderBy(history.version.desc()).collect()
+    rows = history.select("version", "operation", "userMetadata").orderBy(
+        history.version.desc()
+    ).collect()
     for row in rows:
-        if row["operation"] not in HOUSEKEEPING_OPERATIONS:
+        retention = row["operation"] == "DELETE" and row["userMetadata"] == RETENTION_METADATA
+        if row["operation"] not in HOUSEKEEPING_OPERATIONS and not retention:
             return int(row["version"])
     return int(rows[-1]["version"]) if rows else None
 
 
 def list_tables(warehouse: str) -> list[str]:
     """Names of the Delta tables in the warehouse folder, sorted."""
-    root = Path(warehouse).expanduser().resolve()
-    if not root.is_dir():
+    root = local_folder(warehouse)
+    if root is None or not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import deltalake
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from stpipe import catalogue, tables
 from stpipe.adapters import synthetic
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError
-from stpipe.stages import evaluate, run_stage
+from stpipe.stages import INGEST, evaluate, run_stage
 
 CUTOFF = dt.date(2024, 2, 10)
 HORIZON = 14
@@ -48,14 +49,28 @@ def _pandas_pop_global_hr5(lines: pd.DataFrame) -> tuple[float, int]:
     return float(np.mean(hits)), len(users)
 
 
+def _versions(warehouse: str) -> dict[str, int]:
+    return {
+        p.name: deltalake.DeltaTable(str(p)).version()
+        for p in Path(warehouse).iterdir() if (p / "_delta_log").is_dir()
+    }
+
+
 def test_evaluate_job_twice_identical_with_report_and_json(spark, warehouse, tmp_path, capsys):
-    settings = _settings(warehouse, str(tmp_path / "reports"))
-    first = run_stage(spark, settings, evaluate.EVALUATE)
+    # the user's warehouse holds the same orders, as after a nightly
+    run_stage(spark, _settings(warehouse, str(tmp_path / "reports")), INGEST)
+    nightly_tables = _versions(warehouse)
+    settings = evaluate.evaluation_settings(_settings(warehouse, str(tmp_path / "reports")))
+    own = settings.storage.warehouse
+    assert own == str(Path(warehouse).resolve() / "_evaluate")
+    first = run_stage(spark, settings, evaluate.EVALUATE)  # ingests into its own warehouse
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
-    before = tables.read(spark, warehouse, catalogue.EVAL_METRICS.name).toPandas()
-    run_stage(spark, replace(settings, **{"evaluate.ingest": False}), evaluate.EVALUATE)  # same orders_clean
+    before = tables.read(spark, own, catalogue.EVAL_METRICS.name).toPandas()
+    # --no-ingest: the orders of the user's warehouse, read only
+    run_stage(spark, replace(settings, **{"evaluate.ingest": False}), evaluate.EVALUATE)
     capsys.readouterr()
-    after = tables.read(spark, warehouse, catalogue.EVAL_METRICS.name).toPandas()
+    after = tables.read(spark, own, catalogue.EVAL_METRICS.name).toPandas()
+    assert _versions(warehouse) == nightly_tables  # the evaluation wrote nothing there
 
     key = ["level", "model", "variant", "k", "metric"]
     pd.testing.assert_frame_equal(

@@ -22,6 +22,7 @@ from helpers import read_sorted
 
 from stpipe import catalogue
 from stpipe.config import load_settings, replace
+from stpipe.lease import LEASE_FILE, acquire
 from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
         sys.executable, "-m", "jobs.nightly", "--warehouse", warehouse, "--date", RUN_DATE,
         "--rows", str(ROWS), "--seed", "2", "--set", f"ingest.synthetic_days={DAYS}",
         "--set", "ingest.synthetic_start=2024-01-01", "--set", "spark.shuffle_partitions=2",
-        "--set", "spark.conf={spark.ui.enabled: 'false'}",
+        "--set", "spark.conf={spark.ui.enabled: 'false'}", "--set", "storage.lease_ttl_seconds=3",
     ]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "nightly.log", "w") as out:
@@ -133,8 +134,12 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     rerun = _settings(
         warehouse, seed=2, **{"storage.vacuum": True, "storage.vacuum_retention_hours": 0}
     )
-    result = run_nightly(spark, rerun)
+    # The killed run's lease is stale after its 3 s ttl: the next job takes it over.
+    assert (Path(warehouse) / LEASE_FILE).exists()
+    with acquire(warehouse, job="rerun", wait_seconds=60, poll_seconds=0.2):
+        result = run_nightly(spark, rerun)
     assert result.details["stages"]["ingest"] == "ran"
+    assert not (Path(warehouse) / LEASE_FILE).exists()
     for name in names:
         assert _same(_read(warehouse, name), wanted[name]), name
         assert _data_files(Path(warehouse) / name) == _committed(Path(warehouse) / name), name

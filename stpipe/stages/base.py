@@ -56,6 +56,8 @@ class StageContext:
     settings: Settings
     stage: Stage
     written: list[str] = field(default_factory=list)
+    # table -> the version its last write in this stage committed (None: nothing to commit)
+    commits: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def warehouse(self) -> str:
@@ -94,14 +96,15 @@ class StageContext:
                 f"table {table.name} is replaced by slice {list(table.slice_by)}, "
                 f"got {sorted(slice_values)}"
             )
-        rows = tables.write(
+        done = tables.commit(
             df, self.warehouse, table.name, replace=slice_values or None,
             partition_by=list(table.partition_by) or None,
             max_records_per_file=self.settings.storage.max_records_per_file,
         )
         if table.name not in self.written:
             self.written.append(table.name)
-        return rows
+        self.commits[table.name] = done.version
+        return done.rows
 
 
 def run_stage(
@@ -142,10 +145,14 @@ def run_stage(
     result.tables = list(ctx.written) if ctx.written else list(result.tables)
     # run_log is the runner's bookkeeping (skip-if-complete), not an input of the stage
     opened = sorted(set(reads) - {catalogue.RUN_LOG.name})
-    details: dict[str, object] = {**result.details, "reads": opened}
+    details: dict[str, object] = {**result.details, "reads": opened, "commits": ctx.commits}
     if fingerprint is not None:
+        # the versions this stage committed, not whatever the tables hold now: another
+        # writer's later commit makes the stage incomplete instead of being vouched for
+        warehouse = settings.storage.warehouse
         outputs = {
-            name: tables.data_version(spark, settings.storage.warehouse, name)
+            name: ctx.commits[name] if ctx.commits.get(name) is not None
+            else tables.data_version(spark, warehouse, name)
             for name in result.tables
         }
         details["fingerprint"] = {**fingerprint, "outputs": outputs}

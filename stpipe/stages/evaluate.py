@@ -18,6 +18,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from stpipe import tables
 from stpipe.catalogue import EVAL_METRICS, GRANGER_STATS, ITEM_EMBEDDINGS, ITEMS, ORDERS_CLEAN
 from stpipe.config import Settings, parse_date, replace
 from stpipe.errors import ConfigError
@@ -37,9 +38,27 @@ from stpipe.stages.series import SERIES
 log = logging.getLogger("stpipe.evaluate")
 
 
+def evaluation_settings(settings: Settings) -> Settings:
+    """The settings an evaluation runs with: it writes only to its own warehouse.
+
+    ``storage.warehouse`` becomes ``evaluate.warehouse`` (default ``<warehouse>/_evaluate``),
+    where the evaluation ingests (several sources side by side), writes ``eval_metrics`` and
+    its ``run_log``; ``evaluate.orders_warehouse`` keeps the warehouse named by the user,
+    read (never written) with ``evaluate.ingest: false``. Applying it twice changes nothing.
+    """
+    ev = settings.evaluate
+    if ev.orders_warehouse is not None:
+        return settings
+    main = settings.storage.warehouse
+    own = ev.warehouse or tables.table_path(main, "_evaluate")
+    return replace(settings, **{
+        "storage.warehouse": own, "evaluate.orders_warehouse": main, "ingest.mixed_sources": True,
+    })
+
+
 def scratch_path(settings: Settings, source: str, cutoff: dt.date) -> str:
-    base = settings.evaluate.scratch_warehouse or str(Path(settings.storage.warehouse) / "_evaluate")
-    return str(Path(base) / f"{source}-{cutoff.isoformat()}")
+    base = settings.evaluate.scratch_warehouse or settings.storage.warehouse
+    return tables.table_path(base, f"{source}-{cutoff.isoformat()}")
 
 
 def _write_history(orders: DataFrame, items: DataFrame, cutoff: dt.date) -> Stage:
@@ -107,8 +126,12 @@ def run(ctx: StageContext) -> StageResult:
         # the run date of the ingest lies after the window, so no order counts as future
         ingest_date = max(settings.date, cutoff + dt.timedelta(days=ev.horizon_days))
         run_stage(spark, replace(settings, run_date=ingest_date.isoformat()), INGEST)
-    orders = ctx.read(ORDERS_CLEAN).where(F.col("source") == source)
-    items = ctx.read(ITEMS).where(F.col("source") == source)
+        given = ctx
+    else:  # the orders already in the user's warehouse, read only
+        there = replace(settings, **{"storage.warehouse": ev.orders_warehouse or ctx.warehouse})
+        given = StageContext(spark, there, ctx.stage)
+    orders = given.read(ORDERS_CLEAN).where(F.col("source") == source)
+    items = given.read(ITEMS).where(F.col("source") == source)
     registry = model_registry(spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff)
     result = evaluate_split(
         spark, orders, items.select("item_id", "category").toPandas(), registry,

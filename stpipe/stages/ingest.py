@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
@@ -33,7 +32,9 @@ log = logging.getLogger("stpipe.ingest")
 
 def check_writable(warehouse: str) -> None:
     """Fail before reading anything when the warehouse folder cannot be written."""
-    path = Path(warehouse).expanduser()
+    path = tables.local_folder(warehouse)
+    if path is None:  # an object store: Spark reports what it cannot write
+        return
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -109,9 +110,31 @@ def prepare(raw: RawInput, *, run_date: dt.date, ingest: IngestSettings) -> Prep
     )
 
 
+def check_one_source(ctx: StageContext, source: str, *, mixed_sources: bool) -> None:
+    """Stop before writing when the warehouse already holds another source, unless asked.
+
+    One warehouse, one source is the rule a user expects (the embedded default generates
+    synthetic data: it must never land beside a real shop's orders); two shops in one
+    warehouse is possible with ``ingest.mixed_sources`` (users stay apart: (source, user_id)).
+    """
+    if mixed_sources or not ctx.exists(ITEMS):
+        return
+    held = sorted(
+        r["source"] for r in ctx.read(ITEMS).select("source").distinct().collect()
+        if r["source"] != source
+    )
+    if held:
+        raise ConfigError(
+            f"warehouse {ctx.warehouse} holds source {', '.join(held)}; ingesting {source} would "
+            f"mix them: name it (--source {held[0]} --input PATH), run the stages on what is "
+            "there (--no-ingest), use another --warehouse, or --set ingest.mixed_sources=true"
+        )
+
+
 def run(ctx: StageContext) -> StageResult:
     check_writable(ctx.warehouse)
     settings = ctx.settings
+    check_one_source(ctx, settings.ingest.source, mixed_sources=settings.ingest.mixed_sources)
     p = prepare(read_source(ctx.spark, settings.ingest), run_date=ctx.run_date, ingest=settings.ingest)
     try:
         n_clean = ctx.write(ORDERS_CLEAN, p.orders, source=p.source)
@@ -145,6 +168,6 @@ def counts_by_reason(spark: SparkSession, warehouse: str, source: str) -> dict[s
 
 
 INGEST = Stage(
-    "ingest", run, outputs=(ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS),
+    "ingest", run, outputs=(ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS), reuses=(ITEMS,),
     config=("ingest",), reads_source=True,
 )

@@ -8,7 +8,10 @@ succeeded, and nothing it depends on has changed since:
   names, sizes and modification times,
 * the Delta data versions of its declared input tables (``Stage.inputs`` and
   ``Stage.optional``; a test proves each stage reads exactly those),
-* the Delta data versions of its own output tables (another run may have replaced them).
+* the Delta data versions of its own output tables: the versions the stage itself committed
+  (found by a token in each commit's metadata), so another writer's commit is noticed,
+* the code: the package version and a digest of the library's source (a deploy reruns),
+* for the stages that use the model (embed, recommend), a digest of the weights' bytes.
 
 The fingerprint is stored as JSON in the ``message`` of the stage's ``ok`` row, which
 ``run_stage`` writes only after the stage's tables are committed: a run killed before
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -35,6 +40,7 @@ from stpipe.config import IngestSettings, Settings
 from stpipe.errors import ConfigError
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext, run_stage
+from udfs.embed import resolve_model_dir
 
 log = logging.getLogger("stpipe.nightly")
 
@@ -77,14 +83,56 @@ def _digest(value: object) -> str:
 
 
 def input_fingerprint(spark: SparkSession, settings: Settings, stage: Stage) -> dict[str, object]:
-    """What the stage is about to read: config digest, source digest, declared input versions."""
+    """What the stage is about to read: config and source digests, declared input versions, the
+    code (package version and a digest of its source) and, for stages that use the model, the
+    model's weights."""
     warehouse = settings.storage.warehouse
     declared = sorted(t.name for t in stage.inputs + stage.optional)
+    uses_model = "model" in stage.config
     return {
         "config": config_digest(settings, stage.config),
         "source": source_digest(settings.ingest) if stage.reads_source else None,
         "inputs": {name: tables.data_version(spark, warehouse, name) for name in declared},
+        "code": {"version": package_version(), "digest": code_digest()},
+        "weights": weights_digest(settings.model.model_dir) if uses_model else None,
     }
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("stpipe")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the library's source (stpipe/ and udfs/): a deploy makes every stage rerun."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("stpipe", "udfs") for p in (root / d).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def weights_digest(model_dir: str | None) -> str:
+    """SHA-256 of every file of the model folder (names and bytes): weights replaced in place
+    count as a new model."""
+    folder = resolve_model_dir(model_dir)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return _weights_digest(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def completeness(
@@ -100,7 +148,7 @@ def completeness(
     recorded = attempt.details.get("fingerprint")
     if not isinstance(recorded, dict):
         return None, "the last run recorded no fingerprint"
-    for key in ("config", "source", "inputs"):
+    for key in ("config", "source", "inputs", "code", "weights"):
         if recorded.get(key) != inputs[key]:
             return None, f"its {key} changed since the last run"
     outputs = recorded.get("outputs") or {}
@@ -172,6 +220,7 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     present = [n for n in names if tables.exists(spark, warehouse, n)]
     before = {n: _file_count(warehouse, n) for n in present}
     t0 = time.perf_counter()
+    expired = expire_old_slices(ctx, present)
     tables.housekeeping(
         spark, warehouse, present, retention_hours=storage.vacuum_retention_hours,
         optimize=storage.optimize, vacuum=storage.vacuum, max_file_mb=storage.optimize_max_file_mb,
@@ -182,14 +231,36 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     log.info("housekeeping: %d tables in %.1fs", len(present), time.perf_counter() - t0)
     return StageResult(
         tables=present,
-        details={"files_before": before, "files_after": after,
+        details={"files_before": before, "files_after": after, "expired_rows": expired,
                  "retention_hours": storage.vacuum_retention_hours},
     )
 
 
+def expire_old_slices(ctx: StageContext, names: Sequence[str]) -> dict[str, int]:
+    """Delete the run_date slices older than ``storage.keep_days`` (per table:
+    ``storage.keep_days_by_table``; 0 keeps everything) of the dated tables in ``names``."""
+    storage = ctx.settings.storage
+    expired: dict[str, int] = {}
+    for name in names:
+        table = catalogue.BY_NAME.get(name)
+        if table is None or "run_date" not in table.slice_by:
+            continue
+        keep = storage.keep_days_by_table.get(name, storage.keep_days)
+        if keep > 0:
+            before = ctx.run_date - dt.timedelta(days=keep)
+            rows = tables.delete_before(ctx.spark, ctx.warehouse, name, column="run_date", before=before)
+            if rows:
+                log.info("retention %s: %d rows of run dates before %s deleted", name, rows, before)
+                expired[name] = rows
+    return expired
+
+
 def _file_count(warehouse: str, name: str) -> int:
     """Parquet files under the table's folder (referenced or not: what VACUUM would free)."""
-    root = tables.table_path(warehouse, name)
+    base = tables.local_folder(warehouse)
+    if base is None:
+        return -1  # an object store: not counted here
+    root = base.expanduser().resolve() / name
     return sum(
         1 for folder, _, files in os.walk(root) for f in files
         if f.endswith(".parquet") and "_delta_log" not in folder
