@@ -269,6 +269,8 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if args[1] is str:  # Spark's settings: YAML's true/false are its words "true"/"false"
+            value = {k: str(v).lower() if isinstance(v, bool) else v for k, v in value.items()}
         return {str(k): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -310,8 +312,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Sections whose keys are free-form and may hold dots themselves (Spark's own keys):
+# ``spark.conf.spark.ui.enabled=false`` sets one key of ``spark.conf``, merged into the rest.
+MAPPINGS = ("spark.conf", "storage.keep_days_by_table")
+
+
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
+    for mapping in MAPPINGS:
+        if key.startswith(mapping + "."):
+            parts = [*mapping.split("."), key[len(mapping) + 1:]]
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})

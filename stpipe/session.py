@@ -11,6 +11,15 @@ from stpipe.config import SparkSettings
 from stpipe.jars import jar_paths
 
 
+# On one machine, Spark's defaults suit clusters and huge tables: 10000 tasks to list the
+# files VACUUM may delete (minutes per table) and 50 partitions to replay a Delta log.
+# settings.conf overrides these.
+LOCAL_DEFAULTS = {
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
 def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
     """A SparkSession with Delta Lake's SQL extension and catalog, UTC session time zone.
 
@@ -31,6 +40,8 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
+    if settings.master.startswith("local") and not _submitted_with_master():
+        conf.update(LOCAL_DEFAULTS)
     if not _submitted_with_master():
         # Under spark-submit the jars came with --jars (they must be on the JVM's
         # classpath at start); in a plain Python process the builder starts the JVM.

@@ -60,3 +60,13 @@ def test_bad_date_is_named():
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings("/nonexistent/conf.yaml")
+
+
+def test_a_spark_key_with_dots_is_one_key_merged_into_spark_conf():
+    args = base_parser("t").parse_args(
+        ["--set", "spark.conf.spark.ui.enabled=false", "--set", "storage.keep_days_by_table.run_log=7"]
+    )
+    s = settings_from_args(args)
+    assert s.spark.conf["spark.ui.enabled"] == "false"
+    assert s.spark.conf["spark.driver.memory"] == "4g"  # the file's other keys kept
+    assert s.storage.keep_days_by_table == {"run_log": 7}

@@ -93,7 +93,7 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
         sys.executable, "-m", "jobs.nightly", "--warehouse", warehouse, "--date", RUN_DATE,
         "--rows", str(ROWS), "--seed", "2", "--set", f"ingest.synthetic_days={DAYS}",
         "--set", "ingest.synthetic_start=2024-01-01", "--set", "spark.shuffle_partitions=2",
-        "--set", "spark.conf={spark.ui.enabled: 'false'}", "--set", "storage.lease_ttl_seconds=3",
+        "--set", "spark.conf.spark.ui.enabled=false", "--set", "storage.lease_ttl_seconds=3",
     ]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "nightly.log", "w") as out:
