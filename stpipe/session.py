@@ -10,7 +10,6 @@ from pyspark.sql import SparkSession
 from stpipe.config import SparkSettings
 from stpipe.jars import jar_paths
 
-
 # On one machine, Spark's defaults suit clusters and huge tables: 10000 tasks to list the
 # files VACUUM may delete (minutes per table) and 50 partitions to replay a Delta log.
 # settings.conf overrides these.
