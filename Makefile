@@ -48,7 +48,7 @@ EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
 EVAL_INPUT  ?= $(if $(INPUT),$(INPUT),../shared/datasets/uci_online_retail_2011h1/online_retail_2011h1.csv.gz)
 INGEST_ARGS = --source $(SOURCE) $(if $(INPUT),--input $(INPUT)) --rows $(ROWS) --seed $(SEED)
 
-.PHONY: help setup run nightly ingest test test-fast lint bench notebooks evaluate gpu-bench package clean
+.PHONY: help setup run nightly ingest forget test test-fast lint bench notebooks evaluate gpu-bench package clean
 
 help: ## show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -71,6 +71,10 @@ nightly: setup ## the nightly pipeline through spark-submit for DATE (MASTER=spa
 
 ingest: setup ## only the ingest-and-clean job
 	$(PYTHON) -m jobs.ingest $(JOB_ARGS) $(INGEST_ARGS)
+
+forget: setup ## erase a person: make forget SOURCE=online_retail ID=17850 (or IDS_FILE=ids.txt)
+	@test -n "$(ID)$(IDS_FILE)" || { echo "make forget: give ID=<raw user id> or IDS_FILE=<file>" >&2; exit 2; }
+	$(PYTHON) -m jobs.forget $(JOB_ARGS) --source $(SOURCE) $(if $(ID),--user '$(ID)') $(if $(IDS_FILE),--users-file $(IDS_FILE))
 
 test: setup ## the whole test suite, as CI runs it (everything but the gpu marker)
 	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -111,11 +111,23 @@ RUN_LOG = Table(
     readers="the orchestrator (skip-if-complete); operators",
 )
 
+ERASURES = Table(
+    "erasures", schema.ERASURES, "one row per person erased by jobs.forget (pseudonym only; appended)",
+    readers="ingest (keeps erased users out); auditors",
+)
+USER_ID_MAP = Table(
+    "user_id_map", schema.USER_ID_MAP,
+    "pseudonym -> raw user id, only with privacy.keep_id_map (for serving)",
+    readers="consumers (the serving layer); no stage", slice_by=("source",),
+)
+
 ALL: tuple[Table, ...] = (
     ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS, USER_TIME_FEATURES, ITEM_TIME_FEATURES,
     REGION_ITEM_FEATURES, USER_SPACE_FEATURES, SALES_SERIES, GRANGER_STATS, ITEM_EMBEDDINGS,
-    USER_EMBEDDINGS, FUSION_WEIGHTS, RECOMMENDATIONS, EVAL_METRICS, RUN_LOG,
+    USER_EMBEDDINGS, FUSION_WEIGHTS, RECOMMENDATIONS, EVAL_METRICS, RUN_LOG, ERASURES, USER_ID_MAP,
 )
+# The tables that hold a user_id column (what jobs.forget deletes from).
+PERSONAL: tuple[Table, ...] = tuple(t for t in ALL if "user_id" in t.columns() and t is not ERASURES)
 BY_NAME: dict[str, Table] = {t.name: t for t in ALL}
 
 

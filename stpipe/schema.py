@@ -238,6 +238,24 @@ EVAL_METRICS = T.StructType(
 )
 
 
+ERASURES = T.StructType(
+    [
+        T.StructField("erased_at", T.TimestampType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),  # the pseudonym, never the raw id
+        T.StructField("deleted", T.StringType(), False),  # JSON: rows deleted per table
+    ]
+)
+
+USER_ID_MAP = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("raw_user_id", T.StringType(), False),
+    ]
+)
+
+
 RUN_LOG = T.StructType(
     [
         T.StructField("run_date", T.DateType(), False),

@@ -23,7 +23,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe.errors import PipelineError, TableMissingError
@@ -277,19 +277,31 @@ def delete_before(
     it: a stage for a later date that read the table is still up to date. Nothing is
     committed when no row is that old.
     """
-    old = read(spark, warehouse, name).where(F.col(column) < F.lit(before)).count()
-    if old:
-        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", RETENTION_METADATA)
+    return delete_rows(
+        spark, warehouse, name, F.col(column) < F.lit(before), metadata=RETENTION_METADATA,
+        what="retention",
+    )
+
+
+def delete_rows(
+    spark: SparkSession, warehouse: str, name: str, condition: Column, *,
+    metadata: str | None = None, what: str = "delete",
+) -> int:
+    """Delete the rows matching ``condition`` in one commit (none when no row matches);
+    return how many. ``metadata`` goes into the commit's userMetadata."""
+    rows = read(spark, warehouse, name).where(condition).count()
+    if rows:
+        if metadata is not None:
+            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", metadata)
         try:
             with_retries(
-                lambda: DeltaTable.forPath(spark, table_path(warehouse, name)).delete(
-                    F.col(column) < F.lit(before)
-                ),
-                what=f"retention on {name}",
+                lambda: DeltaTable.forPath(spark, table_path(warehouse, name)).delete(condition),
+                what=f"{what} on {name}",
             )
         finally:
-            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
-    return old
+            if metadata is not None:
+                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    return rows
 
 
 DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration (1 week)

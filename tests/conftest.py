@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import sys
 from pathlib import Path
@@ -17,6 +19,18 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The pseudonym key every test run uses (subprocess jobs inherit it); tests compute the
+# pseudonyms they expect with the standard library's hmac, independently of stpipe.privacy.
+TEST_KEY = "stpipe-tests-pseudonym-key-0001"
+os.environ["STPIPE_PSEUDONYM_KEY"] = TEST_KEY
+
+
+def pseudonym_of(source: str, user_id: str) -> str:
+    """HMAC-SHA256(key, source + US + id), first 32 hex digits (README: Privacy)."""
+    message = f"{source}\x1f{user_id}".encode()
+    return hmac.new(TEST_KEY.encode(), message, hashlib.sha256).hexdigest()[:32]
+
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is absent")
 

@@ -8,9 +8,14 @@ pipeline runs on a sample (the first 5,000 lines plus every line showing a quirk
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import logging
 import re
+from pathlib import Path
 
+import deltalake
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +25,8 @@ from stpipe import catalogue, tables
 from stpipe.adapters import read_source
 from stpipe.config import load_settings
 from stpipe.stages import INGEST, ingest, run_stage
-from tests.conftest import OLIST_DIR, RETAIL_FILE, needs_shared
+from tests.conftest import OLIST_DIR, RETAIL_FILE, needs_shared, pseudonym_of
+from tests.test_geo import reference_cell_centre
 
 pytestmark = [pytest.mark.slow, needs_shared]
 
@@ -98,15 +104,83 @@ def retail_run(spark, tmp_path_factory, retail_pd):
     path = folder / "sample.csv.gz"
     sample.to_csv(path, index=False)
     warehouse = str(folder / "wh")
-    result = run_stage(spark, _settings(warehouse, "online_retail", path, "2011-07-01"), INGEST)
+    with _captured_log() as logged:
+        result = run_stage(spark, _settings(warehouse, "online_retail", path, "2011-07-01"), INGEST)
     clean = tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name)
     return {
+        "warehouse": warehouse,
+        "log": "\n".join(logged),
         "sample": sample,
         "result": result,
         "clean": clean.toPandas(),
         catalogue.ITEMS.name: tables.read(spark, warehouse, catalogue.ITEMS.name).toPandas(),
         "reasons": ingest.counts_by_reason(spark, warehouse, "online_retail"),
     }
+
+
+@contextlib.contextmanager
+def _captured_log():
+    """Every log line stpipe writes inside the block (a module fixture cannot use caplog)."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("stpipe")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+# Columns whose values share the ids' spelling by nature (Online Retail stock codes and row
+# numbers are 5-digit numbers too) and hold no person: left out of the scan.
+NOT_PERSONAL = {"item_id", "order_id", "line_no", "source_row", "quantity", "unit_price"}
+NOT_PERSONAL_FIELDS = {"StockCode", "InvoiceNo", "Quantity", "UnitPrice", "order_id",
+                       "product_id", "order_item_id", "price"}
+
+
+def _every_value(warehouse: str) -> set[str]:
+    """Each text value of each table (JSON records opened), but item and order fields."""
+    found: set[str] = set()
+    for t in catalogue.ALL:
+        path = Path(warehouse) / t.name
+        if not path.is_dir():
+            continue
+        df = deltalake.DeltaTable(str(path)).to_pandas()
+        for column in df.columns:
+            if column in NOT_PERSONAL or df[column].dtype != object:
+                continue
+            values = df[column].dropna().astype(str)
+            found.update(values)
+            if column == "raw_record":
+                for v in values:
+                    found.update(
+                        str(x) for k, x in json.loads(v).items() if k not in NOT_PERSONAL_FIELDS
+                    )
+    return found
+
+
+def _raw_ids_found(warehouse: str, log_text: str, raw_ids: set[str]) -> tuple[set[str], list[str]]:
+    in_tables = raw_ids & _every_value(warehouse)
+    # a raw id as a whole word in the log (pseudonyms are 32 hex digits: no false hits there)
+    words = set(re.findall(r"[\w.-]+", log_text))
+    return in_tables, sorted(raw_ids & words)
+
+
+def test_retail_no_raw_customer_id_in_any_table_or_the_log(retail_run):
+    raw = {c.strip() for c in retail_run["sample"].CustomerID if c.strip()}
+    raw |= {c.removesuffix(".0") for c in raw}
+    assert len(raw) > 100
+    assert _raw_ids_found(retail_run["warehouse"], retail_run["log"], raw) == (set(), [])
+
+
+def test_olist_no_raw_customer_id_in_any_table_or_the_log(olist_run):
+    customers = _olist("olist_customers_dataset")
+    raw = set(customers.customer_unique_id) | set(customers.customer_id)
+    assert _raw_ids_found(olist_run["warehouse"], olist_run["log"], raw) == (set(), [])
 
 
 def test_retail_counts_reconcile_with_pandas(retail_run):
@@ -128,9 +202,12 @@ def test_retail_quirk_non_product_codes(retail_run):
 
 
 def test_retail_quirk_missing_customer_and_float_ids(retail_run):
-    users = retail_run["clean"].user_id
-    assert users.str.fullmatch(r"\d+").all()  # 17850.0 -> 17850
-    assert "17850" in set(users)
+    users = set(retail_run["clean"].user_id)
+    raw = retail_run["sample"].CustomerID.str.strip()
+    # 17850.0 -> 17850, then the pseudonym: every clean user is a sampled customer's
+    expected = {pseudonym_of("online_retail", c.removesuffix(".0")) for c in raw if c}
+    assert pseudonym_of("online_retail", "17850") in users
+    assert users <= expected and len(users) > 100
     assert retail_run["reasons"]["missing_user_id"] > 0
 
 
@@ -203,8 +280,11 @@ def _olist(name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def olist_run(spark, tmp_path_factory):
     warehouse = str(tmp_path_factory.mktemp("olist") / "wh")
-    result = run_stage(spark, _settings(warehouse, "olist", OLIST_DIR, "2018-11-01"), INGEST)
+    with _captured_log() as logged:
+        result = run_stage(spark, _settings(warehouse, "olist", OLIST_DIR, "2018-11-01"), INGEST)
     return {
+        "warehouse": warehouse,
+        "log": "\n".join(logged),
         "result": result,
         "clean": tables.read(spark, warehouse, catalogue.ORDERS_CLEAN.name).toPandas(),
         catalogue.ITEMS.name: tables.read(spark, warehouse, catalogue.ITEMS.name).toPandas(),
@@ -234,7 +314,8 @@ def test_olist_users_are_persons_and_regions_states(olist_run):
     c = olist_run["clean"]
     person = orders.merge(customers, on="customer_id").set_index("order_id")
     sample = c.drop_duplicates("order_id").head(200)
-    assert (sample.user_id.to_numpy() == person.loc[sample.order_id, "customer_unique_id"].to_numpy()).all()
+    persons = [pseudonym_of("olist", u) for u in person.loc[sample.order_id, "customer_unique_id"]]
+    assert (sample.user_id.to_numpy() == persons).all()
     assert (sample.region.to_numpy() == person.loc[sample.order_id, "customer_state"].to_numpy()).all()
     assert set(c.region) <= set(customers.customer_state)
 
@@ -249,8 +330,13 @@ def test_olist_geolocation_mean_inside_brazil(olist_run):
     zip_of = customers.set_index("order_id").customer_zip_code_prefix
     c = olist_run["clean"]
     expected = means.reindex(zip_of.loc[c.order_id].to_numpy())
-    np.testing.assert_allclose(c.lat.to_numpy(dtype=float), expected.lat.to_numpy(), atol=1e-6)
-    np.testing.assert_allclose(c.lon.to_numpy(dtype=float), expected.lon.to_numpy(), atol=1e-6)
+    # kept as the centre of the zip code's mean position's geohash cell (privacy, 5 characters)
+    known = expected.lat.notna().to_numpy()
+    centres = np.array([reference_cell_centre(a, b, 5) for a, b in
+                        zip(expected.lat[known], expected.lon[known], strict=True)])
+    np.testing.assert_allclose(c.lat.to_numpy(dtype=float)[known], centres[:, 0], atol=1e-9)
+    np.testing.assert_allclose(c.lon.to_numpy(dtype=float)[known], centres[:, 1], atol=1e-9)
+    assert c.lat[~known].isna().all()
     assert c.lat.isna().any() and c.lat.notna().mean() > 0.9  # fall back to null
 
 

@@ -58,6 +58,38 @@ def _reference_geohash(lat: float, lon: float, precision: int) -> str:
     return "".join(out)
 
 
+def reference_cell_centre(lat: float, lon: float, precision: int) -> tuple[float, float]:
+    """The centre of the geohash cell of ``precision`` characters, by the same bisection."""
+    lat_lo, lat_hi, lon_lo, lon_hi = -90.0, 90.0, -180.0, 180.0
+    for k in range(5 * precision):
+        if k % 2 == 0:
+            mid = (lon_lo + lon_hi) / 2
+            lon_lo, lon_hi = (mid, lon_hi) if lon >= mid else (lon_lo, mid)
+        else:
+            mid = (lat_lo + lat_hi) / 2
+            lat_lo, lat_hi = (mid, lat_hi) if lat >= mid else (lat_lo, mid)
+    return (lat_lo + lat_hi) / 2, (lon_lo + lon_hi) / 2
+
+
+def test_cell_centre_is_the_centre_of_the_points_geohash_cell(spark):
+    points = [(48.8566, 2.3522), (-23.5505, -46.6333), (0.0, 0.0), (-89.9, 179.9), (51.5, -0.12)]
+    df = spark.createDataFrame(points, "lat double, lon double")
+    for precision in (3, 5, 7):
+        lat, lon = geo.cell_centre("lat", "lon", precision)
+        got = [(r["a"], r["b"]) for r in df.select(lat.alias("a"), lon.alias("b")).collect()]
+        want = [reference_cell_centre(a, b, precision) for a, b in points]
+        assert [x for pair in got for x in pair] == pytest.approx(
+            [x for pair in want for x in pair], abs=1e-9
+        ), precision
+        # the centre lies in the same cell as the point
+        assert [_reference_geohash(a, b, precision) for a, b in got] == [
+            _reference_geohash(a, b, precision) for a, b in points
+        ]
+    nulls = spark.createDataFrame([(None, 1.0), (95.0, 1.0)], "lat double, lon double")
+    lat, _ = geo.cell_centre("lat", "lon", 5)
+    assert [r[0] for r in nulls.select(lat).collect()] == [None, None]
+
+
 def test_geohash_matches_published_values(spark):
     for lat, lon, expected in KNOWN:
         got = _hashes(spark, [(lat, lon)], len(expected))[0]

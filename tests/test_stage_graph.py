@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stpipe import catalogue
 from stpipe.stages import NIGHTLY
+from stpipe.stages.forget import FORGET
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_DIRS = ("stpipe", "udfs", "jobs", "bench", "scripts", "tests")
@@ -65,7 +66,8 @@ def test_table_names_appear_only_in_the_catalogue():
 
 
 def test_each_stage_reads_only_tables_written_before_it():
-    written: set[str] = set()
+    # or by the erasure job, which runs on request, outside the nightly
+    written: set[str] = {t.name for t in FORGET.outputs}
     for stage in NIGHTLY:
         needed = {t.name for t in stage.inputs + stage.optional}
         assert needed <= written, (stage.name, needed - written)

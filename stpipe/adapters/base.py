@@ -32,6 +32,12 @@ class RawInput:
     items: DataFrame
     naive_timezone: str = "UTC"
     reviews: DataFrame | None = None
+    # raw_record fields kept in quarantine (the source's known columns) and, among them, the
+    # ones that identify a person (pseudonymised); input columns outside known_fields are
+    # dropped from the record and reported by name.
+    known_fields: tuple[str, ...] = tuple(RAW_ORDER_COLUMNS)
+    id_fields: tuple[str, ...] = ("user_id",)
+    unknown_fields: tuple[str, ...] = ()
 
 
 def raw_record(columns: list[str]) -> Column:

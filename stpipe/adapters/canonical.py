@@ -9,7 +9,7 @@
 
 Orders need :data:`~stpipe.schema.REQUIRED_ORDER_COLUMNS`; ``line_no``, ``city``, ``lat``
 and ``lon`` are optional (a missing ``line_no`` becomes the position of the line within
-its order, in file order). Unknown extra columns are kept in ``raw_record`` only.
+its order, in file order). Unknown extra columns are dropped (ingest names them; raw_record keeps known columns only).
 CSV orders are read line by line (a record broken over several lines, an unbalanced
 quote or a wrong field count makes each of its lines a ``malformed_row``, so no line
 vanishes); CSV items may hold quoted line breaks. Timestamps without an offset are in
@@ -121,5 +121,6 @@ def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
             F.lit(None).cast("string").alias("description"),
         )
     return RawInput(
-        source=SOURCE, orders=raw_orders, items=items, naive_timezone=ingest.canonical_timezone
+        source=SOURCE, orders=raw_orders, items=items, naive_timezone=ingest.canonical_timezone,
+        unknown_fields=tuple(n for n in names if n not in RAW_ORDER_COLUMNS),
     )

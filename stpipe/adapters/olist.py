@@ -93,6 +93,13 @@ def zip_coordinates(geolocation: DataFrame) -> DataFrame:
     )
 
 
+# The fields of an order line's raw_record (one line of orders joined with its order).
+RECORD_FIELDS = (
+    "order_id", "customer_id", "order_status", "order_purchase_timestamp", "customer_unique_id",
+    "customer_zip_code_prefix", "customer_city", "customer_state", "order_item_id", "product_id", "price",
+)
+
+
 def to_raw_orders(t: dict[str, DataFrame]) -> DataFrame:
     """One raw row per item line, plus one per order without items (see the module doc)."""
     o = t["orders"].select(
@@ -122,14 +129,10 @@ def to_raw_orders(t: dict[str, DataFrame]) -> DataFrame:
             ("order_not_fulfilled", status == "unavailable"),
         ]
     ))
-    original = [
-        "o_order_id", "customer_id", "order_status", "order_purchase_timestamp", "customer_unique_id",
-        "customer_zip_code_prefix", "customer_city", "customer_state", "order_item_id", "product_id", "price",
-    ]
     record = F.to_json(
         F.struct(
             F.coalesce("o_order_id", "i_order_id").alias("order_id"),
-            *[F.col(c) for c in original[1:]],
+            *[F.col(c) for c in RECORD_FIELDS[1:]],
         ),
         {"ignoreNullFields": "false"},
     )
@@ -212,4 +215,6 @@ def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
         items=to_items(t),
         naive_timezone=NAIVE_TIMEZONE,
         reviews=to_reviews(t),
+        known_fields=RECORD_FIELDS,
+        id_fields=("customer_id", "customer_unique_id"),
     )

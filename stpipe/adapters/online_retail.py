@@ -101,5 +101,7 @@ def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
     path = _input_file(existing_path(ingest.input or "", "input"))
     df, names = read_csv_strings(spark, path, COLUMNS, delimiter=ingest.csv_delimiter, multi_line=False)
     return RawInput(
-        source=SOURCE, orders=to_raw_orders(df, names), items=to_items(df), naive_timezone=NAIVE_TIMEZONE
+        source=SOURCE, orders=to_raw_orders(df, names), items=to_items(df), naive_timezone=NAIVE_TIMEZONE,
+        known_fields=tuple(COLUMNS), id_fields=("CustomerID",),
+        unknown_fields=tuple(n for n in names if n not in COLUMNS),
     )

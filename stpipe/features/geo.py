@@ -80,3 +80,30 @@ def frac(value: str | Column, period: float) -> Column:
     if not period > 0 or math.isinf(period):
         raise ConfigError(f"period must be a positive number, got {period}")
     return F.pmod(_as_col(value) / F.lit(float(period)), F.lit(1.0))
+
+
+def cell_centre(
+    lat: str | Column, lon: str | Column, precision: int, *, key: str = "privacy.location_precision"
+) -> tuple[Column, Column]:
+    """(lat, lon) of the centre of the geohash cell of ``precision`` characters holding the point.
+
+    The cell is the one :func:`geohash` names (the same quantisation), so a point and its
+    centre share their geohash; null where lat or lon is null or out of range.
+    """
+    if not 1 <= precision <= MAX_PRECISION:
+        raise ConfigError(f"{key}: expected 1..{MAX_PRECISION}, got {precision}")
+    lat_c, lon_c = _as_col(lat), _as_col(lon)
+    lon_bits, lat_bits = (5 * precision + 1) // 2, (5 * precision) // 2
+    valid = (
+        lat_c.isNotNull() & lon_c.isNotNull() & ~F.isnan(lat_c) & ~F.isnan(lon_c)
+        & (F.abs(lat_c) <= 90) & (F.abs(lon_c) <= 180)
+    )
+
+    def centre(value: Column, low: float, high: float, bits: int) -> Column:
+        width = (high - low) / (1 << bits)
+        return F.lit(low) + (_quantise(value, low, high, bits) + F.lit(0.5)) * F.lit(width)
+
+    return (
+        F.when(valid, centre(lat_c, -90.0, 90.0, lat_bits)),
+        F.when(valid, centre(lon_c, -180.0, 180.0, lon_bits)),
+    )

@@ -20,8 +20,9 @@ region_item_features (one row per region, level, key):
 user_space_features (one row per source, user_id):
     home_region    the region of most of the user's orders; ties: the region of the
                    later last order, then the smallest name
-    lat, lon       mean of the user's located orders (an order's position is the mean
-                   of its lines' lat/lon); null when none has coordinates, e.g. Online
+    lat, lon       the centre of the geohash cell (features.geohash_precision) of the
+                   mean of the user's located orders (an order's position is the mean of
+                   its lines' lat/lon, coarse from ingest); null when none has coordinates, e.g. Online
                    Retail, which only knows countries: there every spatial column below
                    is null and home_region is the user's feature
     geohash        geohash of (lat, lon), features.geohash_precision characters
@@ -149,6 +150,9 @@ def user_space_features(
     )
     lat = F.when(F.col("located_orders") > 0, F.col("sum_lat") / F.col("located_orders"))
     lon = F.when(F.col("located_orders") > 0, F.col("sum_lon") / F.col("located_orders"))
+    # The position is the centre of the user's geohash cell, never finer (orders come with
+    # coarse positions from ingest: privacy.location_precision).
+    lat, lon = geo.cell_centre(lat, lon, geohash_precision, key="features.geohash_precision")
     out = users.withColumn("home_region", home).withColumn("lat", lat).withColumn("lon", lon)
     x_km, y_km = geo.equirectangular_km("lat", "lon")
     out = (

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from stpipe import catalogue, runlog, tables
 from stpipe.catalogue import Table
@@ -105,6 +105,21 @@ class StageContext:
             self.written.append(table.name)
         self.commits[table.name] = done.version
         return done.rows
+
+    def delete(self, table: Table, condition: Column) -> int:
+        """Delete a declared output's rows matching ``condition`` (one commit); return how many."""
+        self._check(table, self.stage.outputs, "writes")
+        rows = tables.delete_rows(self.spark, self.warehouse, table.name, condition, what="erasure")
+        if rows and table.name not in self.written:
+            self.written.append(table.name)
+        return rows
+
+    def append(self, table: Table, df: DataFrame) -> None:
+        """Append rows to a declared output (an audit table)."""
+        self._check(table, self.stage.outputs, "writes")
+        tables.append(df, self.warehouse, table.name)
+        if table.name not in self.written:
+            self.written.append(table.name)
 
 
 def run_stage(

@@ -10,17 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from stpipe import clean, tables
+from stpipe import clean, privacy, tables
 from stpipe.adapters import read_source
 from stpipe.adapters.base import RawInput
-from stpipe.catalogue import ITEMS, ORDERS_CLEAN, ORDERS_QUARANTINE, REVIEWS
+from stpipe.catalogue import ERASURES, ITEMS, ORDERS_CLEAN, ORDERS_QUARANTINE, REVIEWS, USER_ID_MAP
 from stpipe.config import IngestSettings
 from stpipe.errors import ConfigError, InputError, ReconciliationError
 from stpipe.runlog import StageResult
@@ -55,15 +55,24 @@ class Prepared:
     rows_read: int
     reasons: dict[str, int]
     regions: dict[str, str]
+    erased: int = 0  # lines of users erased by jobs.forget (dropped, counted)
+    unknown_fields: list[str] = field(default_factory=list)  # input columns not kept anywhere
 
 
-def prepare(raw: RawInput, *, run_date: dt.date, ingest: IngestSettings) -> Prepared:
-    """Validate, mark duplicates, cache, count, and build the output frames (writes nothing).
+def prepare(
+    raw: RawInput,
+    *,
+    run_date: dt.date,
+    ingest: IngestSettings,
+    protect: privacy.Protection | None = None,
+) -> Prepared:
+    """Validate, mark duplicates, protect, cache, count, and build the output frames (writes nothing).
 
-    ``ingest`` is the plain-valued ingest section (bounds, aliases, unknown regions). The
+    ``ingest`` is the plain-valued ingest section (bounds, aliases, unknown regions);
+    ``protect`` pseudonymises, coarsens and drops erased users (None: raw values). The
     caller unpersists ``checked`` when the frames are written.
     """
-    checked = (
+    validated = (
         clean.validate_orders(
             clean.cluster_by_order(raw.orders),
             run_date=run_date,
@@ -76,27 +85,34 @@ def prepare(raw: RawInput, *, run_date: dt.date, ingest: IngestSettings) -> Prep
             unknown_regions=ingest.unknown_regions,
         )
         .transform(clean.mark_duplicates)
-        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    # One pass fills the cache and gives rows read, reasons and region spellings.
-    stats = checked.groupBy("region", "reason").count().collect()
+    if protect is None:
+        validated = validated.withColumn(privacy.ERASED, F.lit(False))
+    else:
+        validated = privacy.protect_lines(validated, raw, protect)
+    checked = validated.persist(StorageLevel.MEMORY_AND_DISK)
+    # One pass fills the cache and gives rows read, reasons, erased lines and region spellings.
+    stats = checked.groupBy("region", "reason", privacy.ERASED).count().collect()
     if not stats:
         checked.unpersist()
         where = ingest.input or raw.source
         raise InputError(f"{where}: header only, no data rows")
     spellings: dict[str, int] = {}
     for r in stats:
-        if r["region"] is not None:
+        if r["region"] is not None and not r[privacy.ERASED]:
             spellings[r["region"]] = spellings.get(r["region"], 0) + r["count"]
     regions = clean.region_mapping(spellings, ingest.region_aliases)
     orders, quarantine = clean.clean_and_quarantine(
-        clean.apply_region_mapping(checked, regions), source=raw.source
+        clean.apply_region_mapping(checked.where(~F.col(privacy.ERASED)), regions), source=raw.source
     )
     items = clean.clean_items(raw.items, source=raw.source, max_text_chars=ingest.max_text_chars)
     items = clean.add_missing_items(items, orders, source=raw.source)
     reviews = None
     if raw.reviews is not None:
-        reviews = select_schema(raw.reviews.withColumn("source", F.lit(raw.source)), REVIEWS.schema)
+        reviews = raw.reviews.withColumn("source", F.lit(raw.source))
+        if protect is not None:
+            reviews = privacy.protect_reviews(reviews, protect)
+        reviews = select_schema(reviews, REVIEWS.schema)
     return Prepared(
         source=raw.source,
         checked=checked,
@@ -105,8 +121,12 @@ def prepare(raw: RawInput, *, run_date: dt.date, ingest: IngestSettings) -> Prep
         items=items,
         reviews=reviews,
         rows_read=sum(r["count"] for r in stats),
-        reasons=clean.reason_counts((r["reason"], r["count"]) for r in stats),
+        reasons=clean.reason_counts(
+            (r["reason"], r["count"]) for r in stats if not r[privacy.ERASED]
+        ),
         regions=regions,
+        erased=sum(r["count"] for r in stats if r[privacy.ERASED]),
+        unknown_fields=list(raw.unknown_fields),
     )
 
 
@@ -131,11 +151,24 @@ def check_one_source(ctx: StageContext, source: str, *, mixed_sources: bool) -> 
         )
 
 
+def erased_pseudonyms(ctx: StageContext, source: str) -> tuple[str, ...]:
+    """The pseudonyms jobs.forget erased from ``source`` (their lines are kept out)."""
+    erasures = ctx.read_if_exists(ERASURES)
+    if erasures is None:
+        return ()
+    rows = erasures.where(F.col("source") == source).select("user_id").distinct().collect()
+    return tuple(sorted(r["user_id"] for r in rows))
+
+
 def run(ctx: StageContext) -> StageResult:
     check_writable(ctx.warehouse)
     settings = ctx.settings
     check_one_source(ctx, settings.ingest.source, mixed_sources=settings.ingest.mixed_sources)
-    p = prepare(read_source(ctx.spark, settings.ingest), run_date=ctx.run_date, ingest=settings.ingest)
+    raw = read_source(ctx.spark, settings.ingest)
+    protect = privacy.protection(
+        settings.privacy, ctx.warehouse, erased=erased_pseudonyms(ctx, raw.source)
+    )
+    p = prepare(raw, run_date=ctx.run_date, ingest=settings.ingest, protect=protect)
     try:
         n_clean = ctx.write(ORDERS_CLEAN, p.orders, source=p.source)
         n_quarantine = ctx.write(ORDERS_QUARANTINE, p.quarantine, source=p.source)
@@ -143,19 +176,32 @@ def run(ctx: StageContext) -> StageResult:
         n_reviews = None
         if p.reviews is not None:
             n_reviews = ctx.write(REVIEWS, p.reviews, source=p.source)
+        if settings.privacy.keep_id_map and settings.privacy.pseudonymize:
+            ids = p.checked.where(~F.col(privacy.ERASED) & F.col("reason").isNull()).select(
+                F.lit(p.source).alias("source"), "user_id", F.col(privacy.RAW_USER_ID).alias("raw_user_id")
+            ).distinct()
+            ctx.write(USER_ID_MAP, ids, source=p.source)
     finally:
         p.checked.unpersist()
 
     log.info(
-        "ingest %s: read %d, clean %d, quarantined %d %s, items %d, regions renamed %s",
-        p.source, p.rows_read, n_clean, n_quarantine, p.reasons, n_items, p.regions,
+        "ingest %s: read %d, clean %d, quarantined %d %s, erased %d, items %d, regions renamed %s",
+        p.source, p.rows_read, n_clean, n_quarantine, p.reasons, p.erased, n_items, p.regions,
     )
-    if p.rows_read != n_clean + n_quarantine or n_quarantine != sum(p.reasons.values()):
+    if p.unknown_fields:
+        log.warning(
+            "ingest %s: %d input columns not known to the adapter dropped (not kept in any "
+            "table, quarantine included): %s", p.source, len(p.unknown_fields), p.unknown_fields,
+        )
+    if p.rows_read != n_clean + n_quarantine + p.erased or n_quarantine != sum(p.reasons.values()):
         raise ReconciliationError(
             f"rows read {p.rows_read} != clean {n_clean} + quarantined {n_quarantine} "
-            f"for source {p.source}"
+            f"+ erased {p.erased} for source {p.source}"
         )
-    details: dict[str, Any] = {"quarantined": n_quarantine, "reasons": p.reasons, ITEMS.name: n_items}
+    details: dict[str, Any] = {
+        "quarantined": n_quarantine, "reasons": p.reasons, ITEMS.name: n_items,
+        "erased": p.erased, "dropped_columns": p.unknown_fields,
+    }
     if n_reviews is not None:
         details[REVIEWS.name] = n_reviews
     return StageResult(rows_in=p.rows_read, rows_out=n_clean, details=details)
@@ -168,6 +214,6 @@ def counts_by_reason(spark: SparkSession, warehouse: str, source: str) -> dict[s
 
 
 INGEST = Stage(
-    "ingest", run, outputs=(ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS), reuses=(ITEMS,),
-    config=("ingest",), reads_source=True,
+    "ingest", run, outputs=(ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS, USER_ID_MAP),
+    optional=(ERASURES,), reuses=(ITEMS,), config=("ingest", "privacy"), reads_source=True,
 )
