@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import types as T
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tsa.stattools import grangercausalitytests
 
@@ -19,17 +18,7 @@ from stpipe.errors import ConfigError, InputError
 from stpipe.granger import granger_stats, select_pairs
 from stpipe.stages import GRANGER, run_stage
 
-SERIES_SCHEMA = T.StructType(
-    [
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("series_id", T.StringType(), False),
-        T.StructField("kind", T.StringType(), False),
-        T.StructField("region", T.StringType(), True),
-        T.StructField("category", T.StringType(), False),
-        T.StructField("date", T.DateType(), False),
-        T.StructField("value", T.DoubleType(), False),
-    ]
-)
+SERIES_SCHEMA = catalogue.SALES_SERIES.schema
 RUN_DATE = dt.date(2024, 6, 29)
 DAYS = 180
 

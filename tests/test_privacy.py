@@ -121,6 +121,10 @@ def test_forget_erases_a_person_everywhere_once_and_keeps_them_out(spark, wareho
     orders_before, orders_after = before[catalogue.ORDERS_CLEAN.name], after[catalogue.ORDERS_CLEAN.name]
     kept = orders_before[orders_before.user_id != alice]
     assert len(orders_after) == len(kept) == len(orders_before) - 3  # exactly her three lines
+    key = ["order_id", "line_no"]
+    pd.testing.assert_frame_equal(  # everyone else's lines untouched
+        orders_after.sort_values(key).reset_index(drop=True), kept.sort_values(key).reset_index(drop=True)
+    )
     assert result.details["deleted"][catalogue.ORDERS_CLEAN.name] == 3
     users = after[catalogue.USER_TIME_FEATURES.name]
     assert set(users.user_id) == {pseudonym_of("canonical", u) for u in ("bob", "carol")}
