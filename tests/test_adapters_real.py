@@ -135,11 +135,13 @@ def _captured_log():
         logger.setLevel(old_level)
 
 
-# Columns whose values share the ids' spelling by nature (Online Retail stock codes and row
-# numbers are 5-digit numbers too) and hold no person: left out of the scan.
-NOT_PERSONAL = {"item_id", "order_id", "line_no", "source_row", "quantity", "unit_price"}
-NOT_PERSONAL_FIELDS = {"StockCode", "InvoiceNo", "Quantity", "UnitPrice", "order_id",
-                       "product_id", "order_item_id", "price"}
+# Item and order fields share the ids' spelling by nature (Online Retail stock codes and row
+# numbers are 5-digit numbers too; an item without a description is titled by its code) and
+# hold no person: left out of the scan.
+NOT_PERSONAL = {"item_id", "order_id", "line_no", "source_row", "quantity", "unit_price",
+                "title", "description", "category"}
+NOT_PERSONAL_FIELDS = {"StockCode", "InvoiceNo", "Quantity", "UnitPrice", "Description",
+                       "order_id", "product_id", "order_item_id", "price"}
 
 
 def _every_value(warehouse: str) -> set[str]:
