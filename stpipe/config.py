@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import yaml
 
 from stpipe.errors import ConfigError
 from stpipe.evaluate.names import MODEL_ORDER
+from stpipe.typed import build
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
@@ -265,69 +264,6 @@ def parse_date(value: str, key: str) -> dt.date:
         raise ConfigError(f"{key}: expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _check_value(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_value(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        if args[1] is str:  # Spark's settings: YAML's true/false are its words "true"/"false"
-            value = {k: str(v).lower() if isinstance(v, bool) else v for k, v in value.items()}
-        return {str(k): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value) if not isinstance(value, dt.date) else value.isoformat()
-        if isinstance(value, dt.date):
-            return value.isoformat()
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]} (known in {prefix or 'top level'}: "
-            f"{', '.join(sorted(names))})"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if isinstance(value, dt.date):  # YAML turns 2024-01-01 into a date
-            value = value.isoformat()
-        kwargs[name] = _check_value(value, hints[name], key)
-    return cls(**kwargs)
-
-
 # Sections whose keys are free-form and may hold dots themselves (Spark's own keys):
 # ``spark.conf.spark.ui.enabled=false`` sets one key of ``spark.conf``, merged into the rest.
 MAPPINGS = ("spark.conf", "storage.keep_days_by_table")
@@ -378,7 +314,7 @@ def load_settings(
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     try:
-        return check_values(_build(Settings, data))
+        return check_values(build(Settings, data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -410,4 +346,4 @@ def replace(settings: Settings, **dotted: Any) -> Settings:
     data = dataclasses.asdict(settings)
     for key, value in dotted.items():
         _set_dotted(data, key, value)
-    return check_values(_build(Settings, data))
+    return check_values(build(Settings, data))

@@ -125,7 +125,8 @@ def coarse_positions(df: DataFrame, precision: int) -> DataFrame:
 
 
 ERASED = "_erased"  # the ingest's flag for the lines of an erased user
-RAW_USER_ID = "_raw_user_id"  # kept beside the pseudonym only for user_id_map
+RAW_USER_ID = "_raw_user_id"
+PSEUDONYM = "_pseudonym"  # kept beside the pseudonym only for user_id_map
 LOCATION_FIELDS = ("lat", "lon")  # never kept in a raw_record: positions are coarse everywhere
 
 
@@ -149,15 +150,18 @@ def protection(privacy: PrivacySettings, warehouse: str, erased: tuple[str, ...]
 def protect_lines(checked: DataFrame, raw: RawInput, protect: Protection) -> DataFrame:
     """Checked order lines (normalised ``user_id``, ``raw_record``, ``_lat``/``_lon``) with the
     erased users flagged (:data:`ERASED`), ids pseudonymised, records redacted, positions coarse."""
-    code = pseudonym_col(protect.key, raw.source, F.col("user_id"))
+    # the HMAC once per line, used for the erasure list and as the new id
+    out = checked.withColumn(PSEUDONYM, pseudonym_col(protect.key, raw.source, F.col("user_id")))
+    code = F.col(PSEUDONYM)
     erased = code.isin(list(protect.erased)) if protect.erased else F.lit(False)
     keep = [f for f in raw.known_fields if f not in LOCATION_FIELDS]
     ids = list(raw.id_fields) if protect.pseudonymize else []
-    out = checked.withColumn(ERASED, F.coalesce(erased, F.lit(False))).withColumn(
+    out = out.withColumn(ERASED, F.coalesce(erased, F.lit(False))).withColumn(
         "raw_record", redact_record(F.col("raw_record"), protect.key, raw.source, keep=keep, ids=ids)
     )
     if protect.pseudonymize:
         out = out.withColumn(RAW_USER_ID, F.col("user_id")).withColumn("user_id", code)
+    out = out.drop(PSEUDONYM)
     lat, lon = geo.cell_centre("_lat", "_lon", protect.location_precision)
     return out.withColumn("_lat", lat).withColumn("_lon", lon)
 
