@@ -49,6 +49,11 @@ class StorageSettings:
     vacuum: bool = True
     # OPTIMIZE compacts files smaller than this into files of about this size.
     optimize_max_file_mb: int = 256
+    # Housekeeping runs only where needed (stpipe/upkeep.py): OPTIMIZE when a partition holds
+    # this many files or more; VACUUM when removed files are past the retention or the last
+    # VACUUM is this many days old (0: only the former).
+    compact_min_files: int = 16
+    vacuum_every_days: int = 7
     # One writer per warehouse (stpipe/lease.py): a job renews its lease every ttl/3 seconds;
     # a lease older than the ttl is taken over; a second job waits this long, then stops.
     lease_ttl_seconds: float = 60.0
@@ -333,6 +338,11 @@ def check_values(settings: Settings) -> Settings:
     unknown = sorted(set(settings.storage.keep_days_by_table) - set(BY_NAME))
     if unknown:
         raise ConfigError(f"storage.keep_days_by_table: unknown table {unknown[0]!r}")
+    if settings.storage.compact_min_files < 2 or settings.storage.vacuum_every_days < 0:
+        raise ConfigError(
+            "storage: compact_min_files must be 2 or more and vacuum_every_days 0 or more, got "
+            f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
+        )
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(
             f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "

@@ -55,7 +55,8 @@ def record(
         message,
         list(result.tables),
     )
-    tables.append(spark.createDataFrame([row], catalogue.RUN_LOG.schema), warehouse, RUN_LOG)
+    row_df = spark.createDataFrame([row], catalogue.RUN_LOG.schema).coalesce(1)  # one file, no empty one
+    tables.append(row_df, warehouse, RUN_LOG)
 
 
 def completed(spark: SparkSession, warehouse: str, run_date: dt.date, stage: str) -> bool:

@@ -235,34 +235,33 @@ def append(df: DataFrame, warehouse: str, name: str) -> None:
 def housekeeping(
     spark: SparkSession,
     warehouse: str,
-    names: list[str],
+    name: str,
     *,
     retention_hours: int,
     optimize: bool = True,
     vacuum: bool = True,
     max_file_mb: int | None = None,
 ) -> None:
-    """OPTIMIZE (compact small files) and VACUUM old files of the given tables."""
-    if max_file_mb:
-        size = str(max_file_mb * 1024 * 1024)
-        spark.conf.set("spark.databricks.delta.optimize.maxFileSize", size)
-        spark.conf.set("spark.databricks.delta.optimize.minFileSize", size)
-    for name in names:
-        if not exists(spark, warehouse, name):
-            continue
-        table = DeltaTable.forPath(spark, table_path(warehouse, name))
-        if optimize:
-            table.optimize().executeCompaction()
-        if vacuum:
-            if retention_hours < DEFAULT_RETENTION_HOURS:
-                spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-            if retention_hours == 0:
-                table.vacuum(0)
-            else:
-                # Delta ignores any other VACUUM RETAIN value (with a warning) and keeps what
-                # the table's delta.deletedFileRetentionDuration says: set it from the config.
-                _set_file_retention(spark, table, warehouse, name, retention_hours)
-                table.vacuum()
+    """OPTIMIZE (compact small files) and VACUUM old files of one table (when it exists)."""
+    if not exists(spark, warehouse, name) or not (optimize or vacuum):
+        return
+    table = DeltaTable.forPath(spark, table_path(warehouse, name))
+    if optimize:
+        if max_file_mb:
+            size = str(max_file_mb * 1024 * 1024)
+            spark.conf.set("spark.databricks.delta.optimize.maxFileSize", size)
+            spark.conf.set("spark.databricks.delta.optimize.minFileSize", size)
+        table.optimize().executeCompaction()
+    if vacuum:
+        if retention_hours < DEFAULT_RETENTION_HOURS:
+            spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        if retention_hours == 0:
+            table.vacuum(0)
+        else:
+            # Delta ignores any other VACUUM RETAIN value (with a warning) and keeps what
+            # the table's delta.deletedFileRetentionDuration says: set it from the config.
+            _set_file_retention(spark, table, warehouse, name, retention_hours)
+            table.vacuum()
 
 
 RETENTION_METADATA = json.dumps({"stpipe_retention": True})

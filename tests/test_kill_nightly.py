@@ -27,7 +27,7 @@ from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DATE = "2024-02-10"
-ROWS = 40_000  # enough that writing orders_clean takes longer than one poll interval
+ROWS = 20_000  # writing orders_clean (180 partitions) takes far longer than one 20 ms poll
 DAYS = 40
 
 

@@ -71,11 +71,11 @@ def forget_stage(user_ids: Sequence[str], source: str) -> Stage:
             ctx.append(ERASURES, ctx.spark.createDataFrame(rows, ERASURES.schema))
         touched = [name for name, n in deleted.items() if n]
         if touched:
-            storage = settings.storage
-            tables.housekeeping(
-                ctx.spark, ctx.warehouse, touched, retention_hours=storage.vacuum_retention_hours,
-                optimize=False, vacuum=True,
-            )
+            for name in touched:
+                tables.housekeeping(
+                    ctx.spark, ctx.warehouse, name, optimize=False, vacuum=True,
+                    retention_hours=settings.storage.vacuum_retention_hours,
+                )
         log.info(
             "forget %s: %d people (%d already erased), rows deleted %s", source, len(codes),
             len(recorded), deleted,

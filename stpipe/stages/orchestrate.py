@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from stpipe import catalogue, runlog, tables
+from stpipe import catalogue, runlog, tables, upkeep
 from stpipe.config import IngestSettings, Settings
 from stpipe.errors import ConfigError
 from stpipe.runlog import StageResult
@@ -214,17 +214,30 @@ def run_pipeline(
 
 
 def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
-    """OPTIMIZE and VACUUM ``names`` as the storage section says; log files before and after."""
+    """OPTIMIZE and VACUUM the tables of ``names`` that need it (stpipe/upkeep.py) as the
+    storage section says; log files before and after, and why each table was or was not done."""
     spark, storage = ctx.spark, ctx.settings.storage
     warehouse = storage.warehouse
     present = [n for n in names if tables.exists(spark, warehouse, n)]
     before = {n: _file_count(warehouse, n) for n in present}
     t0 = time.perf_counter()
     expired = expire_old_slices(ctx, present)
-    tables.housekeeping(
-        spark, warehouse, present, retention_hours=storage.vacuum_retention_hours,
-        optimize=storage.optimize, vacuum=storage.vacuum, max_file_mb=storage.optimize_max_file_mb,
-    )
+    now = dt.datetime.now()  # DESCRIBE HISTORY's timestamps are local, like this
+    done: dict[str, list[str]] = {}
+    for name in present:
+        todo = upkeep.plan(
+            spark, tables.table_path(warehouse, name), now=now,
+            retention_hours=storage.vacuum_retention_hours,
+            compact_min_files=storage.compact_min_files,
+            vacuum_every_days=storage.vacuum_every_days,
+            optimize=storage.optimize, vacuum=storage.vacuum,
+        )
+        tables.housekeeping(
+            spark, warehouse, name, retention_hours=storage.vacuum_retention_hours,
+            optimize=todo.compact, vacuum=todo.vacuum, max_file_mb=storage.optimize_max_file_mb,
+        )
+        done[name] = [op for op, yes in (("optimize", todo.compact), ("vacuum", todo.vacuum)) if yes]
+        log.info("housekeeping %s: %s (%s)", name, ", ".join(done[name]) or "nothing", todo.reason)
     after = {n: _file_count(warehouse, n) for n in present}
     for name in present:
         log.info("housekeeping %s: %d -> %d data files on disk", name, before[name], after[name])
@@ -232,7 +245,7 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     return StageResult(
         tables=present,
         details={"files_before": before, "files_after": after, "expired_rows": expired,
-                 "retention_hours": storage.vacuum_retention_hours},
+                 "done": done, "retention_hours": storage.vacuum_retention_hours},
     )
 
 
