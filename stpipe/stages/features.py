@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
 from stpipe.catalogue import ITEMS, ORDERS_CLEAN
 from stpipe.features.build import FEATURE_TABLES, feature_frames, history_lines
@@ -34,6 +35,12 @@ def run(ctx: StageContext) -> StageResult:
     finally:
         lines.unpersist()
     log.info("features for %s: %d history lines, %s", ctx.run_date, rows_in, written)
+    if rows_in == 0:
+        span = ctx.read(ORDERS_CLEAN).agg(F.min("order_date"), F.max("order_date")).first()
+        log.warning(
+            "features for %s: no order line in the %d days before it (orders_clean runs from %s "
+            "to %s); is --date right?", ctx.run_date, cfg.history_days, span[0], span[1],
+        )
     return StageResult(rows_in=rows_in, rows_out=sum(written.values()), details={"rows": written})
 
 

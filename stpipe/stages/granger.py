@@ -21,7 +21,10 @@ def run(ctx: StageContext) -> StageResult:
     run_date = ctx.run_date
     series = ctx.read(SALES_SERIES)
     if "run_date" in series.columns and series.where(F.col("run_date") == F.lit(run_date)).isEmpty():
-        raise InputError(f"sales_series has no rows for run_date {run_date}; run the series stage")
+        raise InputError(
+            f"sales_series has no rows for run_date {run_date}; run the series stage, and check the "
+            "date: the series count only order lines in features.history_days before it"
+        )
     stats = granger_stats(
         series,
         run_date=run_date,
