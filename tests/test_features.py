@@ -290,3 +290,16 @@ def test_features_job_twice_leaves_identical_tables_and_other_dates_alone(spark,
     users = second[catalogue.USER_TIME_FEATURES.name]
     assert set(users[users.run_date == dt.date(2024, 3, 5)].user_id) == {"u1", "u2", "u3"}
     assert users[users.run_date == dt.date(2024, 3, 5)].frequency.sum() == 4  # o1, o2, o4, o5
+
+
+def test_features_for_a_date_after_the_history_window_warn_with_the_orders_span(
+    spark, warehouse, caplog
+):
+    tables.write(orders_df(spark, PAST), warehouse, catalogue.ORDERS_CLEAN.name)
+    tables.write(items_df(spark), warehouse, catalogue.ITEMS.name)
+    far = _settings(warehouse, "2030-01-01")
+    with caplog.at_level("WARNING", logger="stpipe.features"):
+        result = run_stage(spark, far, FEATURES)
+    assert result.rows_in == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no order line" in m and "2030-01-01" in m and "2024-03-0" in m for m in warned), warned

@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> StageResult:
         lines.unpersist()
     log.info("features for %s: %d history lines, %s", ctx.run_date, rows_in, written)
     if rows_in == 0:
-        span = ctx.read(ORDERS_CLEAN).agg(F.min("order_date"), F.max("order_date")).first()
+        span = ctx.read(ORDERS_CLEAN).agg(F.to_date(F.min("ts")), F.to_date(F.max("ts"))).first()
         log.warning(
             "features for %s: no order line in the %d days before it (orders_clean runs from %s "
             "to %s); is --date right?", ctx.run_date, cfg.history_days, span[0], span[1],
