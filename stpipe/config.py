@@ -193,6 +193,14 @@ class RecommendSettings:
     candidates_cooc: int = 50
     cooc_neighbours: int = 50
     cooc_half_life_days: float = 90.0
+    # The item x item matrix of "bought together": ease (EASE weights, Steck 2019; λ =
+    # ease_l2_scale x mean buyers per item; the ease_neighbours largest positive weights per item
+    # kept) or jaccard (the weighted co-occurrence above). Catalogues over ease_max_items items
+    # use jaccard (the driver inverts an items x items matrix).
+    item_model: str = "ease"
+    ease_l2_scale: float = 12.0
+    ease_neighbours: int = 200
+    ease_max_items: int = 15000
     # "trending": item_time_features.trend (short- over long-window order rate) at least this.
     trend_ratio: float = 1.5
     # Fusion: features as of run_date - validation_days, labels = purchases after.
@@ -325,6 +333,7 @@ def load_settings(
 
 
 SOURCES = ("synthetic", "olist", "online_retail", "canonical")
+ITEM_MODELS = ("ease", "jaccard")
 
 
 def check_values(settings: Settings) -> Settings:
@@ -342,6 +351,11 @@ def check_values(settings: Settings) -> Settings:
         raise ConfigError(
             "storage: compact_min_files must be 2 or more and vacuum_every_days 0 or more, got "
             f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
+        )
+    if settings.recommend.item_model not in ITEM_MODELS:
+        raise ConfigError(
+            f"recommend.item_model: unknown model {settings.recommend.item_model!r} (known: "
+            f"{', '.join(ITEM_MODELS)})"
         )
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(

@@ -113,7 +113,9 @@ def test_recommend_brings_the_co_bought_item(spark):
     emb = spark.createDataFrame([(i, v) for i, v in vecs.items()], "item_id string, embedding array<float>")
     from stpipe.recommend import RecommendOptions
 
-    opts = RecommendOptions(cooc_neighbours=1, cooc_half_life_days=10.0, candidates_cooc=1)
+    opts = RecommendOptions(
+        item_model="jaccard", cooc_neighbours=1, cooc_half_life_days=10.0, candidates_cooc=1
+    )
     recs = recommend(
         spark, orders=orders, items=items, item_embeddings=emb, run_date=AS_OF, k=1,
         allow_repeat=False, weights={"intercept": 0.0, "cooc": 5.0}, opts=opts, only_users=["u5", "u3"],

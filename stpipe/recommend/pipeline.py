@@ -38,6 +38,7 @@ from stpipe.features.build import features_as_of
 from stpipe.recommend import signals
 from stpipe.recommend.catalog import build_catalog
 from stpipe.recommend.fusion import FusionFit, fit_fusion
+from stpipe.recommend.item_model import item_neighbours
 from stpipe.schema import require_columns, select_schema, window_name
 from udfs.score import ALL_COMPONENTS, FEATURES, Catalog, ScoreParams, score_batches
 
@@ -134,7 +135,7 @@ def load_catalog(
 ) -> Catalog:
     """Signals as of ``as_of`` collected into a driver-side :class:`Catalog`.
 
-    ``with_cooc=False`` skips the item x item co-occurrence (its self-join is the costly part).
+    ``with_cooc=False`` skips the item x item matrix (its self-join is the costly part).
     """
     require_columns(item_embeddings, ["item_id", "embedding"], where=ITEM_EMBEDDINGS.name)
     require_columns(items, ["item_id", "category"], where=ITEMS.name)
@@ -148,9 +149,11 @@ def load_catalog(
     cooc = None
     if with_cooc:
         lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
-        cooc = signals.item_cooccurrence(
-            lines, half_life_days=opts.cooc_half_life_days, neighbours=opts.cooc_neighbours
-        ).toPandas()
+        cooc = item_neighbours(
+            lines, model=opts.item_model, half_life_days=opts.cooc_half_life_days,
+            cooc_neighbours=opts.cooc_neighbours, l2_scale=opts.ease_l2_scale,
+            ease_neighbours_kept=opts.ease_neighbours, max_items=opts.ease_max_items,
+        )
     return build_catalog(
         emb, cats, item_time, region_item, causal_pdf, cooc,
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),

@@ -1,0 +1,111 @@
+"""The recommender's learned item x item model: EASE weights from the purchase history.
+
+The "bought together" component scores a candidate by the user's history items times an item x
+item matrix (:func:`udfs.candidates.cooc_scores`). With ``recommend.item_model: ease`` (the
+default) that matrix is EASE's (Steck 2019, :mod:`udfs.ease`): a ridge regression of each item's
+buyers on every other item's, learned from who bought what before the as-of date, which corrects
+for popular items that plain co-occurrence over-counts. ``jaccard`` keeps the weighted Jaccard
+co-occurrence of :func:`stpipe.recommend.signals.item_cooccurrence`.
+
+The Gram matrix (distinct buyers of each item pair) is computed in Spark; the inverse of the
+items x items matrix happens on the driver, so a catalogue above ``ease_max_items`` falls back to
+Jaccard with a warning. λ scales with the data: ``ease_l2_scale`` x the mean number of buyers per
+item, so a shop with ten times the buyers gets ten times the regularisation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from stpipe.recommend import signals
+from stpipe.schema import require_columns
+from udfs.ease import ease_memory_bytes, ease_weights
+
+log = logging.getLogger("stpipe.recommend")
+
+
+def item_gram(lines: DataFrame) -> DataFrame:
+    """(item_id, other_id, buyers): distinct (source, user) buying both items, diagonal included."""
+    require_columns(lines, ["source", "user_id", "item_id"], where="item model input")
+    bought = lines.select("source", "user_id", "item_id").distinct()
+    a, b = bought.alias("a"), bought.alias("b")
+    return (
+        a.join(b, (F.col("a.source") == F.col("b.source")) & (F.col("a.user_id") == F.col("b.user_id")))
+        .groupBy(F.col("a.item_id").alias("item_id"), F.col("b.item_id").alias("other_id"))
+        .agg(F.count(F.lit(1)).cast("double").alias("buyers"))
+    )
+
+
+def ease_neighbours(
+    gram: pd.DataFrame, *, l2_scale: float, neighbours: int
+) -> pd.DataFrame:
+    """EASE weights as sparse rows: per history item, its ``neighbours`` largest positive weights.
+
+    ``gram`` holds (item_id, other_id, buyers) with the diagonal. Returns (item_id, other_id,
+    similarity) in the layout of :data:`stpipe.recommend.signals.COOCCURRENCE`: row ``item_id``
+    is the item a user bought, ``other_id`` the item it points at (ties: other_id ascending).
+    """
+    items = np.array(sorted(set(gram.item_id) | set(gram.other_id)), dtype=object)
+    if len(items) == 0:
+        return pd.DataFrame({"item_id": [], "other_id": [], "similarity": []})
+    rows = np.searchsorted(items, gram.item_id.to_numpy(dtype=object))
+    cols = np.searchsorted(items, gram.other_id.to_numpy(dtype=object))
+    dense = np.zeros((len(items), len(items)))
+    dense[rows, cols] = gram.buyers.to_numpy(dtype=float)
+    l2 = float(l2_scale) * float(np.diag(dense).mean())
+    # rounded before ranking, so that equal weights tie by other_id and not by float noise
+    weights = np.round(ease_weights(dense, max(l2, 1e-9)), 12)
+    keep = min(int(neighbours), len(items) - 1)
+    out_rows, out_cols, out_vals = [], [], []
+    if keep > 0:
+        # a stable sort of the negated weights: ties keep the lower column (other_id) first
+        order = np.argsort(-weights, axis=1, kind="stable")[:, :keep]
+        top = np.take_along_axis(weights, order, axis=1)
+        r, c = np.nonzero(top > 0)
+        out_rows, out_cols, out_vals = r, order[r, c], top[r, c]
+    log.info("ease item model: %d items, l2 %.1f, %d weights kept", len(items), l2, len(out_vals))
+    return pd.DataFrame(
+        {"item_id": items[out_rows], "other_id": items[out_cols], "similarity": out_vals}
+    )
+
+
+def ease_fits(n_items: int, max_items: int) -> bool:
+    """Whether the driver inverts an ``n_items`` catalogue (else the caller falls back)."""
+    if n_items <= max_items:
+        return True
+    log.warning(
+        "recommend.item_model ease: %d items exceed recommend.ease_max_items (%d, about %.1f GB "
+        "on the driver); using the jaccard co-occurrence instead",
+        n_items, max_items, ease_memory_bytes(n_items) / 1e9,
+    )
+    return False
+
+
+def item_neighbours(
+    lines: DataFrame,
+    *,
+    model: str,
+    half_life_days: float,
+    cooc_neighbours: int,
+    l2_scale: float,
+    ease_neighbours_kept: int,
+    max_items: int,
+) -> pd.DataFrame:
+    """The sparse item x item rows of the "bought together" component, by ``model``.
+
+    ``lines`` are the order lines before the as-of date (:func:`signals.history_before`).
+    """
+    if model == "ease":
+        n_items = lines.select("item_id").distinct().count()
+        if ease_fits(n_items, max_items):
+            return ease_neighbours(
+                item_gram(lines).toPandas(), l2_scale=l2_scale, neighbours=ease_neighbours_kept
+            )
+    return signals.item_cooccurrence(
+        lines, half_life_days=half_life_days, neighbours=cooc_neighbours
+    ).toPandas()

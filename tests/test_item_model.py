@@ -1,0 +1,65 @@
+"""The learned item x item model (EASE) of the "bought together" component, against hand counts
+and an independent ridge regression per item; the fallback to Jaccard; no leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stpipe.config import load_settings
+from stpipe.errors import ConfigError
+from stpipe.recommend.item_model import ease_neighbours, item_gram, item_neighbours
+from stpipe.recommend.signals import history_before, item_cooccurrence
+from stpipe.schema import ORDERS_CLEAN
+from tests.test_ease import ridge_per_column
+from tests.test_recommend_cooc import AS_OF, cooc_orders
+
+# Before AS_OF: u1 bought a, b; u2 a, b, c; u3 b, c (u4's and the late lines do not count).
+X = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], dtype=float)
+ITEMS = ["a", "b", "c"]
+
+
+def lines(spark):
+    return history_before(spark.createDataFrame(cooc_orders(), ORDERS_CLEAN), as_of=AS_OF, timezone="UTC")
+
+
+def test_the_gram_counts_distinct_buyers_of_each_pair_before_the_as_of_date(spark):
+    got = {(r.item_id, r.other_id): r.buyers for r in item_gram(lines(spark)).collect()}
+    expected = {(ITEMS[i], ITEMS[j]): float(v) for (i, j), v in np.ndenumerate(X.T @ X) if v}
+    assert got == expected  # e.g. (a, a) 2 buyers, (a, c) 1, (b, b) 3
+
+
+@pytest.mark.parametrize("scale", [0.3, 2.0])
+def test_ease_rows_are_the_positive_ridge_weights_of_each_bought_item(spark, scale):
+    gram = item_gram(lines(spark)).toPandas()
+    l2 = scale * 7.0 / 3.0  # mean buyers per item: (2 + 3 + 2) / 3
+    b = ridge_per_column(X, l2)  # b[j, k]: weight of bought item j in predicting item k
+    expected = {(ITEMS[j], ITEMS[k]): b[j, k] for j in range(3) for k in range(3) if j != k and b[j, k] > 0}
+    got = ease_neighbours(gram, l2_scale=scale, neighbours=2)
+    assert set(zip(got.item_id, got.other_id, strict=True)) == set(expected)
+    for row in got.itertuples():
+        assert row.similarity == pytest.approx(expected[(row.item_id, row.other_id)], abs=1e-9)
+    # one kept per item: each item's largest positive weight only
+    top1 = ease_neighbours(gram, l2_scale=scale, neighbours=1)
+    for item, part in got.groupby("item_id"):
+        best = part.sort_values(["similarity", "other_id"], ascending=[False, True]).iloc[0]
+        kept = top1[top1.item_id == item]
+        assert kept.other_id.tolist() == [best.other_id]
+
+
+def test_a_catalogue_over_the_bound_falls_back_to_jaccard(spark, caplog):
+    history = lines(spark)
+    kw = dict(half_life_days=10.0, cooc_neighbours=5, l2_scale=1.0, ease_neighbours_kept=5)
+    with caplog.at_level("WARNING", logger="stpipe.recommend"):
+        got = item_neighbours(history, model="ease", max_items=2, **kw)
+    jaccard = item_cooccurrence(history, half_life_days=10.0, neighbours=5).toPandas()
+    key = ["item_id", "other_id"]
+    assert got.sort_values(key).reset_index(drop=True).equals(jaccard.sort_values(key).reset_index(drop=True))
+    assert any("3 items exceed recommend.ease_max_items (2" in r.getMessage() for r in caplog.records)
+    ease = item_neighbours(history, model="ease", max_items=3, **kw)
+    assert not ease.sort_values(key).reset_index(drop=True).equals(jaccard.sort_values(key).reset_index(drop=True))
+
+
+def test_an_unknown_item_model_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="recommend.item_model: unknown model 'knn' \\(known: ease, jaccard\\)"):
+        load_settings(None, {"recommend.item_model": "knn"})
