@@ -206,6 +206,9 @@ class RecommendSettings:
     # Fusion: features as of run_date - validation_days, labels = purchases after.
     validation_days: int = 28
     fusion_l2: float = 1.0
+    # listwise: each user's purchases against that user's other candidates (conditional logit);
+    # pointwise: every (user, candidate) row alone (logistic regression). stpipe/recommend/fusion.py
+    fusion_objective: str = "listwise"
     # Default weights unless the rarer label has this many rows per feature (events per variable).
     fusion_min_events_per_feature: float = 10.0
     fusion_max_users: int = 3000
@@ -334,6 +337,7 @@ def load_settings(
 
 SOURCES = ("synthetic", "olist", "online_retail", "canonical")
 ITEM_MODELS = ("ease", "jaccard")
+FUSION_OBJECTIVES = ("listwise", "pointwise")
 
 
 def check_values(settings: Settings) -> Settings:
@@ -356,6 +360,11 @@ def check_values(settings: Settings) -> Settings:
         raise ConfigError(
             f"recommend.item_model: unknown model {settings.recommend.item_model!r} (known: "
             f"{', '.join(ITEM_MODELS)})"
+        )
+    if settings.recommend.fusion_objective not in FUSION_OBJECTIVES:
+        raise ConfigError(
+            f"recommend.fusion_objective: unknown objective {settings.recommend.fusion_objective!r} "
+            f"(known: {', '.join(FUSION_OBJECTIVES)})"
         )
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(

@@ -76,3 +76,54 @@ def test_too_few_events_per_feature_fall_back_to_defaults():
                              "intercept": DEFAULT_WEIGHTS["intercept"], "bert": DEFAULT_WEIGHTS["bert"],
                              "time": DEFAULT_WEIGHTS["time"], "space": DEFAULT_WEIGHTS["space"]}
     assert short.train_rows == len(y) and short.train_positives == int(y.sum())
+
+
+def grouped_data(users: int = 60, per_user: int = 8, seed: int = 4):
+    """Each user buys one or two of their candidates, drawn by softmax(x w) with a user effect."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(users * per_user, 3))
+    groups = np.repeat(np.arange(users), per_user)
+    y = np.zeros(len(groups))
+    for u in range(users):
+        rows = np.arange(u * per_user, (u + 1) * per_user)
+        p = np.exp(x[rows] @ np.array([1.5, -1.0, 0.0]))
+        y[rng.choice(rows, size=1 + u % 2, replace=False, p=p / p.sum())] = 1.0
+    return x, y, groups
+
+
+def test_listwise_fit_equals_direct_minimisation_of_the_conditional_logit():
+    from stpipe.recommend.fusion import fit_conditional_logit
+
+    x, y, groups = grouped_data()
+    y[groups == 0] = 1.0  # an all-positive user carries no information and must not matter
+    got = fit_conditional_logit(x, y, groups, l2=2.0)
+
+    def objective(w):
+        total = 0.0
+        for g in np.unique(groups):
+            rows = groups == g
+            if 0 < y[rows].sum() < rows.sum():
+                s = x[rows] @ w
+                total -= float(y[rows] @ (s - np.log(np.exp(s).sum())))
+        return total + 1.0 * w @ w
+
+    ref = minimize(objective, np.zeros(3), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_listwise_fusion_maps_weights_back_and_fits_the_intercept_alone():
+    from stpipe.recommend.fusion import fit_conditional_logit
+
+    x, y, groups = grouped_data(seed=5)
+    fit = fit_fusion(x, y, features=("bert", "time", "space"), l2=0.5, groups=groups)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    w_std = fit_conditional_logit((x - mean) / std, y, groups, l2=0.5)
+    got = np.array([fit.weights[f] for f in ("bert", "time", "space")])
+    np.testing.assert_allclose(got, w_std / std, rtol=1e-8)
+    # the intercept maximises the pointwise likelihood with the weights held: its score is 0
+    z = fit.weights["intercept"] + x @ got
+    assert float(np.sum(1 / (1 + np.exp(-z)) - y)) == pytest.approx(0.0, abs=1e-8)
+    # a user effect (all of u's candidates shifted) does not move listwise weights
+    shifted = x + np.repeat(np.random.default_rng(9).normal(size=(groups.max() + 1, 1)), 8, axis=0) * [1, 0, 0]
+    again = fit_conditional_logit(shifted, y, groups, l2=0.0)
+    np.testing.assert_allclose(again, fit_conditional_logit(x, y, groups, l2=0.0), atol=1e-8)

@@ -1,10 +1,18 @@
-"""Fusion of the signals: an L2-regularised logistic regression fitted by Newton's method.
+"""Fusion of the signals: an L2-regularised logistic model fitted by Newton's method.
 
 The founding design's objective: maximise the log-likelihood of past purchases. Rows are
 (user, candidate) pairs as of ``run_date - validation_days``; the label is whether the user
-bought the item in the following days. Features are standardised for the fit (so the L2
-penalty treats them alike) and the weights are mapped back to the raw features.
-Deterministic: no random start, no sampling, a fixed number of Newton steps at most.
+bought the item in the following days. Two forms of that likelihood (``recommend.fusion_objective``):
+
+- ``pointwise``: every row a Bernoulli trial, sigma(b + x w) (a logistic regression);
+- ``listwise``: per user, each bought item is drawn from that user's candidates with probability
+  softmax(x w) (McFadden's conditional logit). It only compares a user's candidates with each
+  other, which is what a top-K list does, so how active a user is cannot leak into the weights;
+  the intercept is then fitted alone, pointwise, so ``score`` stays on the logit scale.
+
+Features are standardised for the fit (so the L2 penalty treats them alike) and the weights are
+mapped back to the raw features. Deterministic: no random start, no sampling, a fixed number of
+Newton steps at most.
 """
 
 from __future__ import annotations
@@ -53,6 +61,54 @@ def fit_logistic(
     return float(beta[0]), beta[1:]
 
 
+def fit_conditional_logit(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, l2: float = 1.0, max_iter: int = 100,
+    tol: float = 1e-10,
+) -> np.ndarray:
+    """Weights maximising sum_g sum_{i in g, y_i = 1} log softmax_g(x w)_i - l2/2 |w|^2.
+
+    ``groups`` labels each row's group (a user); rows of one group must be contiguous. Groups
+    whose rows are all positive or all negative carry no information and are left out.
+    """
+    starts = np.r_[0, np.nonzero(groups[1:] != groups[:-1])[0] + 1] if len(y) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(y)])
+    positives = np.add.reduceat(y, starts) if len(y) else np.zeros(0)
+    informative = (positives > 0) & (positives < sizes)
+    rows = np.repeat(informative, sizes)
+    x, y = x[rows], y[rows]
+    sizes, positives = sizes[informative], positives[informative]
+    starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(int)
+    w = np.zeros(x.shape[1])
+    if not len(sizes):
+        return w
+    for _ in range(max_iter):
+        s = x @ w
+        e = np.exp(s - np.repeat(np.maximum.reduceat(s, starts), sizes))
+        p = e / np.repeat(np.add.reduceat(e, starts), sizes)
+        mean_x = np.add.reduceat(p[:, None] * x, starts)  # expected features per group
+        grad = y @ x - positives @ mean_x - l2 * w
+        weight = np.repeat(positives, sizes) * p
+        hess = (x * weight[:, None]).T @ x - (mean_x * positives[:, None]).T @ mean_x + l2 * np.eye(len(w))
+        hess[np.diag_indices_from(hess)] += 1e-12
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.max(np.abs(step)) < tol:
+            break
+    return w
+
+
+def fit_intercept(offset: np.ndarray, y: np.ndarray, *, max_iter: int = 100, tol: float = 1e-12) -> float:
+    """The b maximising the pointwise likelihood of sigma(b + offset) (Newton in one dimension)."""
+    b = 0.0
+    for _ in range(max_iter):
+        prob = 1.0 / (1.0 + np.exp(-(b + offset)))
+        step = float((prob - y).sum()) / max(float((prob * (1 - prob)).sum()), 1e-12)
+        b -= step
+        if abs(step) < tol:
+            break
+    return b
+
+
 def log_loss(x: np.ndarray, y: np.ndarray, intercept: float, w: np.ndarray) -> float:
     z = intercept + x @ w
     # log(1 + e^z) - y z, computed stably
@@ -66,8 +122,12 @@ def fit_fusion(
     features: tuple[str, ...] = FEATURES,
     l2: float = 1.0,
     min_events_per_feature: float = 0.0,
+    groups: np.ndarray | None = None,
 ) -> FusionFit:
     """Fit on raw feature columns ``features``; constant columns get weight 0.
+
+    ``groups`` (one label per row, rows of a user contiguous) selects the listwise likelihood;
+    None the pointwise one.
 
     With fewer than ``min_events_per_feature`` x len(features) rows of the rarer class (the
     events-per-variable rule for logistic regression) the default weights are used instead: a
@@ -90,10 +150,15 @@ def fit_fusion(
     live = std > 1e-12
     z = np.zeros_like(x)
     z[:, live] = (x[:, live] - mean[live]) / std[live]
-    b_std, w_std = fit_logistic(z[:, live], y.astype(np.float64), l2=l2)
+    y = y.astype(np.float64)
     w_raw = np.zeros(x.shape[1])
-    w_raw[live] = w_std / std[live]
-    intercept = b_std - float((w_raw[live] * mean[live]).sum())
+    if groups is None:
+        b_std, w_std = fit_logistic(z[:, live], y, l2=l2)
+        w_raw[live] = w_std / std[live]
+        intercept = b_std - float((w_raw[live] * mean[live]).sum())
+    else:
+        w_raw[live] = fit_conditional_logit(z[:, live], y, groups, l2=l2) / std[live]
+        intercept = fit_intercept(x @ w_raw, y)
     weights = {f: 0.0 for f in FEATURES}
     weights.update({f: float(w) for f, w in zip(features, w_raw, strict=True)})
     return FusionFit(

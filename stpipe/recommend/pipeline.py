@@ -239,9 +239,12 @@ def train_fusion(
     )
     x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
     y = rows["label"].to_numpy(dtype=float)
+    groups = None
+    if opts.fusion_objective == "listwise":  # rows are ordered by user: each user's are contiguous
+        groups = pd.factorize(rows["source"] + "\x1f" + rows["user_id"])[0]
     fit = fit_fusion(
         x, y, features=features_on, l2=opts.fusion_l2,
-        min_events_per_feature=opts.fusion_min_events_per_feature,
+        min_events_per_feature=opts.fusion_min_events_per_feature, groups=groups,
     )
     log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
     return fit, as_of
