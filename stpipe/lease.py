@@ -6,7 +6,9 @@ a heartbeat that a background thread renews every ``ttl / 3`` seconds. Creating 
 waits up to ``wait_seconds`` and then stops with a one-line message naming the holder. A
 lease whose heartbeat is older than its ``ttl`` (its holder was killed) is taken over, with
 a log line: the stale file is first renamed away (only one contender can rename it), then
-created anew like a fresh one.
+created anew like a fresh one. A takeover also leaves ``_stpipe_crashed`` beside it: the dead
+holder may have left data files outside any commit, and the next housekeeping vacuums every
+table once to find them (:func:`crashed_since_housekeeping`).
 
 Local folders and ``file:`` URIs only: an object store has no atomic create-if-absent here,
 so for ``s3a:``, ``abfss:`` and ``gs:`` warehouses the lease is skipped with a warning (run
@@ -32,6 +34,7 @@ from stpipe.tables import local_folder
 log = logging.getLogger("stpipe.lease")
 
 LEASE_FILE = "_stpipe_lease.json"
+CRASH_MARKER = "_stpipe_crashed"
 
 
 class LeaseHeld(PipelineError):
@@ -79,6 +82,17 @@ class Lease:
             self.path.unlink(missing_ok=True)
 
 
+def crashed_since_housekeeping(warehouse: str, *, clear: bool = False) -> bool:
+    """Whether a lease was taken over from a dead holder since the marker was last cleared."""
+    folder = local_folder(warehouse)
+    marker = folder / CRASH_MARKER if folder is not None else None
+    if marker is None or not marker.exists():
+        return False
+    if clear:
+        marker.unlink(missing_ok=True)
+    return True
+
+
 def acquire(
     warehouse: str,
     *,
@@ -117,6 +131,7 @@ def acquire(
                         holder.get("owner"), time.strftime("%Y-%m-%d %H:%M:%S",
                                                            time.gmtime(holder.get("heartbeat", 0))))
             stale.unlink(missing_ok=True)
+            (folder / CRASH_MARKER).touch()
             continue
         if time.monotonic() >= deadline:
             who = (holder or {}).get("owner", "another job")

@@ -6,7 +6,8 @@ A table is compacted when one of its partitions (or the table, unpartitioned) ho
 ``compact_min_files`` data files; it is vacuumed when a commit since its last VACUUM removed files
 and the oldest such commit is past the retention (before that VACUUM could delete nothing), or
 when its last VACUUM is older than ``vacuum_every_days`` (files a crashed writer left behind are
-in no commit, so only a scheduled VACUUM finds them).
+in no commit, so only a scheduled VACUUM finds them), or when a job took over the lease of a
+dead one since the last housekeeping (:func:`stpipe.lease.crashed_since_housekeeping`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def plan(
     vacuum_every_days: int,
     optimize: bool,
     vacuum: bool,
+    after_crash: bool = False,
 ) -> Upkeep:
     """What housekeeping the Delta table at ``path`` needs, with the reason for the log."""
     reasons = []
@@ -101,7 +103,7 @@ def plan(
             .select("version", "timestamp", "operation", "operationParameters", "operationMetrics")
             .collect()
         ]
-        why = vacuum_due(
+        why = "a writer died since the last housekeeping" if after_crash else vacuum_due(
             history, now=now, retention_hours=retention_hours, every_days=vacuum_every_days
         )
         reasons.append(why or "nothing to vacuum")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stpipe.lease import LEASE_FILE, LeaseHeld, acquire, local_folder
+from stpipe.lease import LEASE_FILE, LeaseHeld, acquire, crashed_since_housekeeping, local_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,10 +82,16 @@ def test_the_lease_of_a_killed_holder_is_taken_over_after_its_ttl(tmp_path, capl
         holder.wait()
         with pytest.raises(LeaseHeld, match="in use by doomed"):
             acquire(wh, job="too-early", wait_seconds=0)  # not expired yet
+        assert not crashed_since_housekeeping(wh)
         with caplog.at_level(logging.WARNING, logger="stpipe.lease"):
             lease = acquire(wh, job="next", wait_seconds=10, poll_seconds=0.1)
         assert any("taking over the stale lease of doomed" in r.getMessage() for r in caplog.records)
         lease.release()
+        # the dead holder may have left files outside any commit: the next housekeeping looks
+        assert crashed_since_housekeeping(wh, clear=True)
+        assert not crashed_since_housekeeping(wh)
+        acquire(wh, job="after", wait_seconds=0).release()  # a clean hand-over marks nothing
+        assert not crashed_since_housekeeping(wh)
     finally:
         if holder.poll() is None:
             holder.kill()

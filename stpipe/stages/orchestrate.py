@@ -38,6 +38,7 @@ from pyspark.sql import SparkSession
 from stpipe import catalogue, runlog, tables, upkeep
 from stpipe.config import IngestSettings, Settings
 from stpipe.errors import ConfigError
+from stpipe.lease import crashed_since_housekeeping
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext, run_stage
 from udfs.embed import resolve_model_dir
@@ -223,6 +224,7 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     t0 = time.perf_counter()
     expired = expire_old_slices(ctx, present)
     now = dt.datetime.now()  # DESCRIBE HISTORY's timestamps are local, like this
+    after_crash = crashed_since_housekeeping(warehouse)
     done: dict[str, list[str]] = {}
     for name in present:
         todo = upkeep.plan(
@@ -230,7 +232,7 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
             retention_hours=storage.vacuum_retention_hours,
             compact_min_files=storage.compact_min_files,
             vacuum_every_days=storage.vacuum_every_days,
-            optimize=storage.optimize, vacuum=storage.vacuum,
+            optimize=storage.optimize, vacuum=storage.vacuum, after_crash=after_crash,
         )
         tables.housekeeping(
             spark, warehouse, name, retention_hours=storage.vacuum_retention_hours,
@@ -238,6 +240,8 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
         )
         done[name] = [op for op, yes in (("optimize", todo.compact), ("vacuum", todo.vacuum)) if yes]
         log.info("housekeeping %s: %s (%s)", name, ", ".join(done[name]) or "nothing", todo.reason)
+    if after_crash and storage.vacuum:
+        crashed_since_housekeeping(warehouse, clear=True)
     after = {n: _file_count(warehouse, n) for n in present}
     for name in present:
         log.info("housekeeping %s: %d -> %d data files on disk", name, before[name], after[name])
