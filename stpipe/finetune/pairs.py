@@ -127,3 +127,18 @@ def mine_pairs(
     return train.withColumn("split", F.lit("train")).unionByName(
         valid.withColumn("split", F.lit("validation"))
     ).select(*PAIR_COLUMNS)
+
+
+def orders_fingerprint(orders: DataFrame, *, as_of: dt.date, timezone: str) -> str:
+    """Digest of the order lines before ``as_of`` (count and sum of per-line hashes): it changes
+    when history a training saw is rewritten (a re-ingest, an erasure), not when days are added."""
+    require_columns(orders, _LINE_COLUMNS, where=ORDERS_CLEAN.name)
+    cut = cutoff_epoch(as_of, timezone)
+    line = F.xxhash64("source", "order_id", "user_id", "item_id", F.col("ts").cast("long"))
+    row = (
+        orders.where(F.col("ts").cast("long") < F.lit(cut))
+        # sum of hashes as decimal: a long sum would overflow
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(line.cast("decimal(38,0)")).alias("s"))
+        .first()
+    )
+    return f"{row['n']}:{row['s'] or 0}"
