@@ -66,7 +66,7 @@ def pairs_arrays(spark, lines, as_of):
     arrays = {}
     for split in ("train", "validation"):
         part = got[got.split == split]
-        arrays[split] = np.array([[number[a], number[b]] for a, b in zip(part.item_a, part.item_b, strict=True)])
+        arrays[split] = np.array(sorted([number[a], number[b]] for a, b in zip(part.item_a, part.item_b, strict=True)))
     return arrays["train"], arrays["validation"]
 
 

@@ -338,6 +338,7 @@ def train_from_files(
     for kind, a, b in zip(pairs["split"], pairs["item_a"], pairs["item_b"], strict=True):
         if a in number and b in number:
             split[kind].append((number[a], number[b]))
-    as_array = {k: np.asarray(v, dtype=np.int64).reshape(-1, 2) for k, v in split.items()}
+    # sorted: Spark returns rows in no fixed order, and the seeded shuffle needs a fixed start
+    as_array = {k: np.asarray(sorted(v), dtype=np.int64).reshape(-1, 2) for k, v in split.items()}
     return train(model_dir, out_dir, catalogue["text"], as_array["train"], as_array["validation"],
                  TrainParams(**params))
