@@ -40,7 +40,7 @@ class Table:
 
 ORDERS_CLEAN = Table(
     "orders_clean", schema.ORDERS_CLEAN, "cleaned order lines of every source",
-    readers="features, series, embed, recommend, evaluate",
+    readers="features, series, finetune, embed, recommend, evaluate",
     partition_by=("order_date",), slice_by=("source",),
 )
 ORDERS_QUARANTINE = Table(
@@ -50,7 +50,7 @@ ORDERS_QUARANTINE = Table(
 )
 ITEMS = Table(
     "items", schema.ITEMS, "product texts and categories",
-    readers="features, series, embed, recommend, evaluate", slice_by=("source",),
+    readers="features, series, finetune, embed, recommend, evaluate", slice_by=("source",),
 )
 REVIEWS = Table(
     "reviews", schema.REVIEWS, "review scores and texts (Olist)",

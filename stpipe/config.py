@@ -17,6 +17,7 @@ import yaml
 
 from stpipe.errors import ConfigError
 from stpipe.evaluate.names import MODEL_ORDER
+from stpipe.finetune.settings import FinetuneSettings, check_finetune
 from stpipe.typed import build
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +172,10 @@ class ModelSettings:
     arrow_batch_rows: int = 1024
     # Text embedded per item; fields title, category, description (null -> "").
     text_template: str = "{title}. {category}. {description}"
+    # What embed uses: base (model_dir), latest (the newest registered tuned version, else
+    # base), or a registered version number.
+    encoder: str = "base"
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,7 @@ def check_values(settings: Settings) -> Settings:
             f"recommend.fusion_objective: unknown objective {settings.recommend.fusion_objective!r} "
             f"(known: {', '.join(FUSION_OBJECTIVES)})"
         )
+    check_finetune(settings.model.encoder, settings.model.finetune)
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(
             f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "

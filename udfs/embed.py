@@ -111,6 +111,17 @@ def length_batches(lengths: Sequence[int], *, batch_size: int, token_budget: int
     return batches
 
 
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """L2-normalised mean of the real tokens' hidden states (float32), as sentence-transformers
+    pools all-MiniLM-L6-v2: the one pooling of the embedding core and of the fine-tuning."""
+    import torch
+
+    hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
 class Embedder:
     """A BERT-family encoder: texts -> L2-normalised mean-pooled vectors (float32)."""
 
@@ -171,11 +182,8 @@ class Embedder:
                     {"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt"
                 )
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                hidden = self.model(**batch).last_hidden_state.float()
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                vectors[idx] = pooled.cpu().numpy()
+                hidden = self.model(**batch).last_hidden_state
+                vectors[idx] = mean_pool(hidden, batch["attention_mask"]).cpu().numpy()
         out[:] = vectors[inverse.reshape(-1)]
         return out
 

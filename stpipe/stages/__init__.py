@@ -15,6 +15,7 @@ from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext, run_stage
 from stpipe.stages.embed import EMBED
 from stpipe.stages.features import FEATURES
+from stpipe.stages.finetune import FINETUNE
 from stpipe.stages.granger import GRANGER
 from stpipe.stages.ingest import INGEST
 from stpipe.stages.orchestrate import run_pipeline
@@ -22,10 +23,10 @@ from stpipe.stages.recommend import RECOMMEND
 from stpipe.stages.series import SERIES
 
 # The nightly, in run order: each stage's inputs are written by the stages before it.
-NIGHTLY: tuple[Stage, ...] = (INGEST, FEATURES, SERIES, GRANGER, EMBED, RECOMMEND)
+NIGHTLY: tuple[Stage, ...] = (INGEST, FEATURES, SERIES, GRANGER, FINETUNE, EMBED, RECOMMEND)
 
 __all__ = [
-    "EMBED", "FEATURES", "GRANGER", "INGEST", "NIGHTLY", "RECOMMEND", "SERIES",
+    "EMBED", "FEATURES", "FINETUNE", "GRANGER", "INGEST", "NIGHTLY", "RECOMMEND", "SERIES",
     "Stage", "StageContext", "run_nightly", "run_stage",
 ]
 

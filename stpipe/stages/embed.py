@@ -13,6 +13,7 @@ from stpipe.catalogue import ITEM_EMBEDDINGS, ITEMS, ORDERS_CLEAN, USER_EMBEDDIN
 from stpipe.recommend.embeddings import item_embeddings, user_embeddings
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext
+from stpipe.stages.orchestrate import encoder_dir
 from udfs.embed import make_embed_udf, model_label
 
 log = logging.getLogger("stpipe.embed")
@@ -25,9 +26,10 @@ def run(ctx: StageContext) -> StageResult:
     model = settings.model
     items = ctx.read(ITEMS)
     orders = ctx.read(ORDERS_CLEAN)
-    name = model_label(model.model_dir)
+    folder = encoder_dir(settings)
+    name = model_label(folder)
     embed = make_embed_udf(
-        model.model_dir, model.batch_size, token_budget=model.token_budget,
+        folder, model.batch_size, token_budget=model.token_budget,
         max_length=model.max_length, device=model.device,
     )
     previous = ctx.read_if_exists(ITEM_EMBEDDINGS)

@@ -11,7 +11,8 @@ succeeded, and nothing it depends on has changed since:
 * the Delta data versions of its own output tables: the versions the stage itself committed
   (found by a token in each commit's metadata), so another writer's commit is noticed,
 * the code: the package version and a digest of the library's source (a deploy reruns),
-* for the stages that use the model (embed, recommend), a digest of the weights' bytes.
+* for the stages that use the model (finetune, embed, recommend), a digest of the weights'
+  bytes (of the encoder ``model.encoder`` chooses: a new registered version re-embeds).
 
 The fingerprint is stored as JSON in the ``message`` of the stage's ``ok`` row, which
 ``run_stage`` writes only after the stage's tables are committed: a run killed before
@@ -95,7 +96,7 @@ def input_fingerprint(spark: SparkSession, settings: Settings, stage: Stage) -> 
         "source": source_digest(settings.ingest) if stage.reads_source else None,
         "inputs": {name: tables.data_version(spark, warehouse, name) for name in declared},
         "code": {"version": package_version(), "digest": code_digest()},
-        "weights": weights_digest(settings.model.model_dir) if uses_model else None,
+        "weights": weights_digest(encoder_dir(settings)) if uses_model else None,
     }
 
 
@@ -115,6 +116,19 @@ def code_digest() -> str:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def encoder_dir(settings: Settings) -> str | None:
+    """The model folder embed uses (``model.encoder``: base, latest or a registered version)."""
+    model = settings.model
+    if model.encoder == "base":
+        return model.model_dir
+    from stpipe.finetune.registry import resolve_encoder  # imports MLflow: only when asked
+
+    return resolve_encoder(
+        settings.storage.warehouse, encoder=model.encoder, model_dir=model.model_dir,
+        name=model.finetune.registered_name, run_date=settings.date,
+    )
 
 
 def weights_digest(model_dir: str | None) -> str:

@@ -1,0 +1,75 @@
+"""``model.finetune``: how the encoder is tuned on purchase pairs (plain values, no Spark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stpipe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    # Off by default: a useful training takes minutes on 2 CPU cores (README: Fine-tuning).
+    enabled: bool = False
+    # Retrain when the latest registered encoder is this old (or settings, base model or data
+    # changed); otherwise the stage reuses it.
+    every_days: int = 7
+    # Validation pairs: dated in the last validation_days before the as-of date; training pairs
+    # strictly before those.
+    validation_days: int = 14
+    # Pair kinds: one order, one user-day, and an item with the user's next purchase within
+    # next_within_days.
+    kinds: list[str] = field(default_factory=lambda: ["order", "user_day", "next"])
+    next_within_days: int = 30
+    # Distinct training pairs kept (lowest hash of pair and seed), and validation pairs.
+    max_pairs: int = 20_000
+    max_validation_pairs: int = 1_000
+    # "all", or the number of top transformer layers trained (plus the pooler); the rest frozen.
+    train_layers: str = "2"
+    batch_size: int = 32
+    epochs: int = 1
+    # Stop after this many optimiser steps at most (0: epochs decide).
+    max_steps: int = 0
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    # Cosine scale of the multiple-negatives ranking loss (sentence-transformers' default).
+    scale: float = 20.0
+    # Validation recall@10 every eval_every_steps; stop after patience intervals without gain.
+    eval_every_steps: int = 100
+    patience: int = 2
+    # Tokens per text in training (titles are short; the base model allows 256).
+    max_length: int = 64
+    seed: int = 13
+    # Name of the registered model in MLflow.
+    registered_name: str = "stpipe-encoder"
+
+
+PAIR_KINDS = ("order", "user_day", "next")
+
+
+def check_finetune(encoder: str, ft: FinetuneSettings) -> None:
+    """ConfigError naming the first ``model.encoder`` / ``model.finetune`` value out of range."""
+    if encoder not in ("base", "latest") and not (encoder.isdigit() and int(encoder) > 0):
+        raise ConfigError(f"model.encoder: expected base, latest or a version number, got {encoder!r}")
+    unknown = [k for k in ft.kinds if k not in PAIR_KINDS]
+    if unknown or not ft.kinds:
+        raise ConfigError(
+            f"model.finetune.kinds: expected some of {', '.join(PAIR_KINDS)}, got {ft.kinds!r}"
+        )
+    if ft.train_layers != "all" and not (ft.train_layers.isdigit() and int(ft.train_layers) > 0):
+        raise ConfigError(
+            f"model.finetune.train_layers: expected all or a positive number, got {ft.train_layers!r}"
+        )
+    positive = ("every_days", "validation_days", "next_within_days", "max_pairs",
+                "max_validation_pairs", "batch_size", "epochs", "eval_every_steps", "max_length")
+    for name in positive:
+        if getattr(ft, name) < 1:
+            raise ConfigError(f"model.finetune.{name}: expected 1 or more, got {getattr(ft, name)}")
+    if ft.batch_size < 2:
+        raise ConfigError("model.finetune.batch_size: in-batch negatives need 2 or more pairs a batch")
+    if not 0.0 <= ft.warmup_ratio < 1.0 or ft.learning_rate <= 0 or ft.max_steps < 0 or ft.patience < 0:
+        raise ConfigError(
+            "model.finetune: warmup_ratio must be in [0, 1), learning_rate above 0, max_steps and "
+            f"patience 0 or more; got {ft.warmup_ratio}, {ft.learning_rate}, {ft.max_steps}, {ft.patience}"
+        )

@@ -1,0 +1,143 @@
+"""Training core of the encoder's fine-tuning (udfs/finetune.py), without Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from udfs.embed import Embedder, default_model_dir
+from udfs.finetune import (
+    TrainParams,
+    candidate_masks,
+    recall_at_k,
+    set_trainable,
+    state_digest,
+    symmetric_mnrl,
+    train,
+)
+
+COLOURS = ["red", "blue", "green", "white", "black"]
+OBJECTS = ["mug", "candle", "lantern", "bag", "frame", "clock"]
+TEXTS = [f"{c} {o}. {r}." for c in COLOURS for o in OBJECTS for r in ("kitchen", "garden")]
+N = len(TEXTS)  # 60
+PAIRS = np.array([(i, (i + 2) % N) for i in range(N)] + [(i, (i + 12) % N) for i in range(N)])
+TRAIN, VALID = PAIRS[:40], PAIRS[40:60]  # neighbours two apart: training helps validation
+FAST = TrainParams(batch_size=8, max_steps=4, eval_every_steps=2, seed=5, learning_rate=3e-4)
+
+
+def log_softmax_ce(logits: np.ndarray) -> float:
+    """Mean cross-entropy with the diagonal as labels, in float64 numpy."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(np.diag(logp)))
+
+
+def unit(rows: int, dim: int, seed: int) -> torch.Tensor:
+    x = torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def test_loss_matches_sentence_transformers_symmetric_mnrl():
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesSymmetricRankingLoss,
+    )
+
+    a, b = unit(6, 16, 1), unit(6, 16, 2)
+    ours = symmetric_mnrl(a, b, scale=20.0, ids_a=torch.arange(6), ids_b=torch.arange(6, 12))
+    reference = MultipleNegativesSymmetricRankingLoss(torch.nn.Identity(), scale=20.0)
+    theirs = reference.compute_loss_from_embeddings([a, b], labels=None)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+    # and by hand: mean of the two directions' cross-entropies
+    s = 20.0 * a.double().numpy() @ b.double().numpy().T
+    assert float(ours) == pytest.approx((log_softmax_ce(s) + log_softmax_ce(s.T)) / 2, rel=1e-5)
+
+
+def test_duplicates_in_a_batch_are_masked():
+    # pairs (0,1), (0,2), (3,0): for anchor 0 of row 0, partner 2 (row 1) is a known partner and
+    # item 0 (row 2's b) is the anchor itself: row 0's only negative is none -> both masked.
+    a, b = torch.tensor([0, 0, 3]), torch.tensor([1, 2, 0])
+    forward, backward = candidate_masks(a, b)
+    assert forward.tolist() == [
+        [False, True, True],    # b=2 partner of 0; b=0 is 0 itself
+        [True, False, True],    # b=1 partner of 0; b=0 itself
+        [False, False, False],  # anchor 3: partners in batch only 0 (its own label)
+    ]
+    assert backward.tolist() == [
+        [False, True, False],   # b_0=1: a_1=0 is its partner; a_2=3 is not
+        [True, False, False],   # b_1=2: a_0=0 is its partner
+        [True, True, False],    # b_2=0: a_0=a_1=0 is the item itself
+    ]
+    emb_a, emb_b = unit(3, 8, 3), unit(3, 8, 4)
+    s = 20.0 * emb_a.double().numpy() @ emb_b.double().numpy().T
+    sf = np.where(forward.numpy(), -np.inf, s)
+    sb = np.where(backward.numpy(), -np.inf, s.T)
+    want = (log_softmax_ce(sf) + log_softmax_ce(sb)) / 2
+    got = symmetric_mnrl(emb_a, emb_b, scale=20.0, ids_a=a, ids_b=b)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_recall_at_k_by_hand():
+    # four items on a circle: nearest of 0 is 1 (cos .8), then 3 (0), then 2
+    v = torch.tensor([[1.0, 0.0], [0.8, 0.6], [-1.0, 0.0], [0.0, 1.0]])
+    # pair (0, 2): 0 -> 2 ranks third; 2 -> 0 ranks third (2's neighbours: 1 (-.8)?, 3 (0))
+    assert recall_at_k(v, np.array([[0, 2]]), k=2) == 0.0
+    assert recall_at_k(v, np.array([[0, 2]]), k=3) == 1.0
+    # pair (0, 1): each is the other's nearest
+    assert recall_at_k(v, np.array([[0, 1]]), k=1) == 1.0
+
+
+def test_train_layers_freeze_the_rest():
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(default_model_dir()), local_files_only=True)
+    set_trainable(model, "2")
+    trainable = {n.split(".")[2] if n.startswith("encoder.layer.") else n.split(".")[0]
+                 for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"4", "5", "pooler"}
+    assert set_trainable(model, "all") == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="train_layers"):
+        set_trainable(model, "7")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "tuned"
+    return train(None, out, TEXTS, TRAIN, VALID, FAST)
+
+
+def test_same_seed_same_weights_and_frozen_layers_unchanged(trained, tmp_path):
+    again = train(None, tmp_path / "again", TEXTS, TRAIN, VALID, FAST)
+    assert state_digest(trained["out_dir"]) == state_digest(again["out_dir"])
+    assert trained["curve"] == again["curve"] and trained["steps"] == 4
+    from safetensors.numpy import load_file
+
+    base = load_file(str(default_model_dir() / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "again" / "model.safetensors"))
+    name = "encoder.layer.0.attention.self.query.weight"
+    key = next(k for k in base if k.endswith(name))
+    np.testing.assert_array_equal(base[key], tuned[next(k for k in tuned if k.endswith(name))])
+    assert trained["best_step"] > 0  # the saved weights are tuned ones, not the base
+    assert state_digest(trained["out_dir"]) != state_digest(default_model_dir())
+
+
+def test_tuned_folder_loads_in_sentence_transformers(trained):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["WHITE METAL LANTERN", "red mug. kitchen.", "a"]
+    ours = Embedder(trained["out_dir"], device="cpu").encode(texts)
+    theirs = SentenceTransformer(trained["out_dir"], device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    cos = (ours * theirs).sum(1) / np.linalg.norm(theirs, axis=1)
+    assert cos.min() >= 0.9999
+    # the tuned encoder is not the base one
+    base = Embedder(device="cpu").encode(texts)
+    assert (ours * base).sum(1).min() < 0.99999
+
+
+def test_progress_and_best_weights_kept(trained):
+    assert [s for s, _ in trained["evals"]] == [0, 2, 4]
+    assert trained["before"] == trained["evals"][0][1]
+    assert trained["after"] == max(v for _, v in trained["evals"]) > trained["before"]
+    assert len(trained["curve"]) == 4 and trained["pairs_per_s"] > 0

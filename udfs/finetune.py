@@ -1,0 +1,344 @@
+"""Contrastive fine-tuning of the text encoder on item pairs: plain torch, no Spark.
+
+Each batch holds ``batch_size`` pairs (item a, item b) of items bought together. Both items
+are embedded with the embedding core's pooling (:func:`udfs.embed.mean_pool`), and the loss
+is the symmetric multiple-negatives ranking loss: cross-entropy of ``scale x cos`` of every a
+against every b of the batch (the right b is the label, the others negatives), and of every b
+against every a, averaged. An in-batch candidate that is the row's own item, or one of its
+partners in this batch, is masked (it is no negative). Only the top ``train_layers``
+transformer layers and the pooler learn (or ``all``); AdamW with linear warmup and decay.
+
+Validation: recall@10 of the partner item among all catalogue items, both directions,
+measured before training and every ``eval_every_steps``; the best weights are kept, training
+stops after ``patience`` intervals without gain. On CPU a seed gives the same weights every
+time (seeded shuffling and dropout, deterministic algorithms, one thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from udfs.embed import length_batches, mean_pool, pick_device, resolve_model_dir
+
+log = logging.getLogger("stpipe.finetune")
+
+# sentence-transformers' files of the base folder, copied so the tuned folder loads there too
+_ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The training settings (``model.finetune`` as plain values)."""
+
+    train_layers: str = "2"
+    batch_size: int = 32
+    epochs: int = 1
+    max_steps: int = 0
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    scale: float = 20.0
+    eval_every_steps: int = 100
+    patience: int = 2
+    max_length: int = 64
+    seed: int = 13
+    device: str = "cpu"
+    k: int = 10
+
+
+def candidate_masks(a: Any, b: Any) -> tuple[Any, Any]:
+    """(forward, backward) boolean masks of the in-batch candidates that are no negatives.
+
+    ``a``, ``b``: item numbers of the batch's pairs. forward[i, j] masks b_j for anchor a_i
+    when b_j is a_i or one of a_i's partners in the batch (pairs are unordered); backward[i, j]
+    masks a_j for b_i alike. The diagonal (the label) is never masked.
+    """
+    import torch
+
+    eq = lambda x, y: (x[:, None] == y[None, :]).float()  # noqa: E731
+    # P(x, y): items x and y form a pair of the batch, in either order, or are the same item
+    def partners(x: Any, y: Any) -> Any:
+        linked = (eq(x, a) @ eq(b, y)) + (eq(x, b) @ eq(a, y))
+        return (linked > 0) | (x[:, None] == y[None, :])
+
+    off = ~torch.eye(len(a), dtype=torch.bool, device=a.device)
+    return partners(a, b) & off, partners(b, a) & off
+
+
+def symmetric_mnrl(
+    emb_a: Any, emb_b: Any, *, scale: float, ids_a: Any = None, ids_b: Any = None
+) -> Any:
+    """Symmetric multiple-negatives ranking loss of unit vectors ``emb_a``, ``emb_b`` (n, d):
+    mean of the cross-entropies a->b and b->a of ``scale x cos``; with item numbers, the
+    candidates :func:`candidate_masks` names are left out."""
+    import torch
+    import torch.nn.functional as F
+
+    sim = scale * emb_a @ emb_b.T
+    sim_back = sim.T
+    if ids_a is not None:
+        forward, backward = candidate_masks(ids_a, ids_b)
+        sim = sim.masked_fill(forward, float("-inf"))
+        sim_back = sim_back.masked_fill(backward, float("-inf"))
+    labels = torch.arange(sim.shape[0], device=sim.device)
+    return (F.cross_entropy(sim, labels) + F.cross_entropy(sim_back, labels)) / 2
+
+
+def set_trainable(model: Any, train_layers: str) -> int:
+    """Freeze all but the top ``train_layers`` encoder layers and the pooler (``all``: none);
+    return the number of trainable parameters."""
+    layers = model.encoder.layer
+    if train_layers == "all":
+        keep = {id(p) for p in model.parameters()}
+    else:
+        n = int(train_layers)
+        if not 1 <= n <= len(layers):
+            raise ValueError(
+                f"model.finetune.train_layers: {n} is not between 1 and the model's {len(layers)} layers"
+            )
+        modules = list(layers)[-n:] + ([model.pooler] if getattr(model, "pooler", None) else [])
+        keep = {id(p) for m in modules for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad = id(p) in keep
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def encode_ids(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], device: str,
+               batch_size: int = 128) -> Any:
+    """Unit vectors (float32, CPU) of pre-tokenised texts, in length-sorted batches, no grad."""
+    import torch
+
+    out = torch.zeros((len(ids), model.config.hidden_size))
+    with torch.inference_mode():
+        for idx in length_batches([len(x) for x in ids], batch_size=batch_size, token_budget=8192):
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device):
+                hidden = model(**batch).last_hidden_state
+            out[torch.as_tensor(idx)] = mean_pool(hidden, batch["attention_mask"]).cpu()
+    return out
+
+
+def recall_at_k(vectors: Any, pairs: np.ndarray, k: int = 10) -> float:
+    """Share of (query, partner) directions of ``pairs`` (item numbers, both ways) whose partner
+    is among the query's ``k`` nearest catalogue items by cosine, the query item left out."""
+    import torch
+
+    if len(pairs) == 0:
+        return float("nan")
+    queries = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    targets = torch.as_tensor(np.concatenate([pairs[:, 1], pairs[:, 0]]))
+    q = torch.as_tensor(queries)
+    scores = vectors[q] @ vectors.T
+    scores[torch.arange(len(q)), q] = float("-inf")
+    top = scores.topk(min(k, vectors.shape[0] - 1), dim=1).indices
+    return float((top == targets[:, None]).any(dim=1).float().mean())
+
+
+def _autocast(device: str) -> Any:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _batches(n_pairs: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """Pair indices per step: a seeded shuffle per epoch, cut into full batches (a short tail of
+    two or more pairs is kept)."""
+    rng = np.random.default_rng(seed)
+    steps: list[np.ndarray] = []
+    for _ in range(epochs):
+        order = rng.permutation(n_pairs)
+        for start in range(0, n_pairs, batch_size):
+            chunk = order[start:start + batch_size]
+            if len(chunk) >= 2:
+                steps.append(chunk)
+    return steps
+
+
+def train(
+    model_dir: str | Path | None,
+    out_dir: str | Path,
+    texts: Sequence[str],
+    train_pairs: np.ndarray,
+    valid_pairs: np.ndarray,
+    params: TrainParams,
+) -> dict[str, Any]:
+    """Tune the encoder of ``model_dir`` on ``train_pairs`` (rows of two indices into ``texts``,
+    the catalogue), keep the weights best on ``valid_pairs``, save them to ``out_dir`` as a
+    Hugging Face folder; return the before/after recall, loss curve and timings."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+    base = resolve_model_dir(model_dir)
+    device, _ = pick_device(params.device)
+    if len(train_pairs) < 2:
+        raise ValueError(f"fine-tuning needs 2 or more training pairs, got {len(train_pairs)}")
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    torch.manual_seed(params.seed)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(1)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        model = AutoModel.from_pretrained(str(base), local_files_only=True, dtype=torch.float32)
+        model.to(device)
+        n_trainable = set_trainable(model, params.train_layers)
+        ids = tokenizer(list(texts), truncation=True, max_length=params.max_length)["input_ids"]
+        steps = _batches(len(train_pairs), params.batch_size, params.epochs, params.seed)
+        if params.max_steps:
+            steps = steps[: params.max_steps]
+        decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+        flat = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+        optimiser = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": params.weight_decay},
+             {"params": flat, "weight_decay": 0.0}],
+            lr=params.learning_rate,
+        )
+        schedule = get_linear_schedule_with_warmup(
+            optimiser, math.ceil(params.warmup_ratio * len(steps)), len(steps)
+        )
+
+        def validate() -> float:
+            model.eval()
+            value = recall_at_k(encode_ids(model, tokenizer, ids, device), valid_pairs, params.k)
+            model.train()
+            return value
+
+        before = validate()
+        best, best_step, stale = before, 0, 0
+        best_state = _trainable_state(model)
+        curve: list[tuple[int, float]] = []
+        evals: list[tuple[int, float]] = [(0, before)]
+        log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s; recall@%d before %.4f",
+                 len(train_pairs), len(steps), n_trainable, device, params.k, before)
+        t0 = time.perf_counter()
+        t_interval, seen, losses = t0, 0, []
+        model.train()
+        for step, chunk in enumerate(steps, 1):
+            pair = torch.as_tensor(train_pairs[chunk])
+            items, inverse = torch.unique(pair.flatten(), return_inverse=True)
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in items.tolist()]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device):
+                hidden = model(**batch).last_hidden_state
+            vectors = mean_pool(hidden, batch["attention_mask"])[inverse.to(device)]
+            vectors = vectors.view(len(chunk), 2, -1)
+            loss = symmetric_mnrl(vectors[:, 0], vectors[:, 1], scale=params.scale,
+                                  ids_a=pair[:, 0].to(device), ids_b=pair[:, 1].to(device))
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad(set_to_none=True)
+            step_loss = loss.detach().item()
+            curve.append((step, step_loss))
+            losses.append(step_loss)
+            seen += len(chunk)
+            if step % params.eval_every_steps and step != len(steps):
+                continue
+            value = validate()
+            evals.append((step, value))
+            now = time.perf_counter()
+            rate = seen / max(now - t_interval, 1e-9)
+            eta = (len(steps) - step) * params.batch_size / max(rate, 1e-9)
+            log.info("finetune: step %d/%d loss %.4f %.1f pairs/s eta %.0fs recall@%d %.4f (best %.4f)",
+                     step, len(steps), float(np.mean(losses)), rate, eta, params.k, value, max(best, value))
+            t_interval, seen, losses = time.perf_counter(), 0, []
+            if value > best:
+                best, best_step, stale = value, step, 0
+                best_state = _trainable_state(model)
+            else:
+                stale += 1
+                if stale > params.patience:
+                    log.info("finetune: no gain in %d intervals, stopping at step %d", stale, step)
+                    break
+        seconds = time.perf_counter() - t0
+        model.load_state_dict(best_state, strict=False)
+        save_folder(model, tokenizer, base, Path(out_dir))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+    done = len(curve)
+    return {
+        "before": before, "after": best, "best_step": best_step, "steps": done,
+        "planned_steps": len(steps), "seconds": seconds,
+        "pairs_per_s": done * params.batch_size / max(seconds, 1e-9),
+        "curve": curve, "evals": evals, "device": device, "out_dir": str(out_dir),
+        "train_pairs": int(len(train_pairs)), "validation_pairs": int(len(valid_pairs)),
+        "params": asdict(params),
+    }
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_folder(model: Any, tokenizer: Any, base: Path, out_dir: Path) -> None:
+    """A Hugging Face folder (weights, config, tokenizer) plus the base folder's
+    sentence-transformers files (pooling, normalisation), so either library loads it."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    for name in _ST_FILES:
+        if (base / name).is_file():
+            shutil.copy2(base / name, out_dir / name)
+    for sub in ("1_Pooling", "2_Normalize"):
+        if (base / sub).is_dir():
+            shutil.copytree(base / sub, out_dir / sub, dirs_exist_ok=True)
+
+
+def state_digest(model_dir: str | Path) -> str:
+    """SHA-256 of a saved folder's weights, tensor by tensor in name order."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(Path(model_dir) / "model.safetensors"))
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensors[name]).tobytes())
+    return digest.hexdigest()
+
+
+def train_from_files(
+    pairs_path: str, texts_path: str, model_dir: str | None, out_dir: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`train` on the pairs and catalogue written as Parquet by the finetune stage: the
+    function TorchDistributor runs (module level, plain arguments, so it pickles by name).
+
+    ``pairs_path``: columns split (train | validation), item_a, item_b; ``texts_path``:
+    item_id, text. Pairs naming an item missing from the catalogue are dropped.
+    """
+    import pyarrow.parquet as pq
+
+    if not logging.getLogger().handlers:  # a fresh torchrun process: progress to stdout
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    catalogue = pq.read_table(texts_path).to_pydict()
+    number = {item: i for i, item in enumerate(catalogue["item_id"])}
+    pairs = pq.read_table(pairs_path).to_pydict()
+    split: dict[str, list[tuple[int, int]]] = {"train": [], "validation": []}
+    for kind, a, b in zip(pairs["split"], pairs["item_a"], pairs["item_b"], strict=True):
+        if a in number and b in number:
+            split[kind].append((number[a], number[b]))
+    # sorted: Spark returns rows in no fixed order, and the seeded shuffle needs a fixed start
+    as_array = {k: np.asarray(sorted(v), dtype=np.int64).reshape(-1, 2) for k, v in split.items()}
+    return train(model_dir, out_dir, catalogue["text"], as_array["train"], as_array["validation"],
+                 TrainParams(**params))
