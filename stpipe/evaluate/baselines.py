@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from stpipe.evaluate.names import BASELINE_NAMES
+from stpipe.evaluate.context import AlsGrid, EvalContext, Model  # noqa: F401  (callers import them from here)
 
 log = logging.getLogger("stpipe.evaluate")
 
@@ -35,37 +35,6 @@ RECS = T.StructType(
         T.StructField("item_id", T.StringType(), False),
     ]
 )
-
-
-@dataclass(frozen=True)
-class AlsGrid:
-    ranks: tuple[int, ...] = (16, 32)
-    reg_params: tuple[float, ...] = (0.01, 0.1)
-    alphas: tuple[float, ...] = (10.0, 40.0)
-    max_iter: int = 10
-    seed: int = 7
-
-
-@dataclass
-class EvalContext:
-    """What a model needs besides the history (values, not the settings object)."""
-
-    spark: SparkSession
-    cutoff: dt.date
-    users: pd.DataFrame  # user_id, region: the users to recommend for
-    n: int
-    exclude_seen: bool = False
-    seen: dict[Any, set[Any]] = field(default_factory=dict)
-    decay_days: float = 30.0
-    pop_window_days: int = 90
-    tune_k: int = 10
-    horizon_days: int = 28
-    als: AlsGrid = field(default_factory=AlsGrid)
-    # cache shared between calls on the same split (tuned ALS parameters, ...)
-    cache: dict[str, Any] = field(default_factory=dict)
-
-
-Model = Callable[[DataFrame, EvalContext], DataFrame]
 
 
 def decay_weight(cutoff: dt.date, decay_days: float) -> F.Column:
@@ -358,8 +327,3 @@ def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
         min_score=-math.inf,
     )
     return to_spark(ctx.spark, recs)
-
-
-BASELINES: dict[str, Model] = dict(
-    zip(BASELINE_NAMES, (pop_global, pop_region, own_history, cooc, als), strict=True)
-)

@@ -14,7 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe.evaluate import metrics as M
-from stpipe.evaluate.baselines import AlsGrid, EvalContext, Model, global_ranking
+from stpipe.evaluate.baselines import global_ranking
+from stpipe.evaluate.context import AlsGrid, EaseGrid, EvalContext, Model
 from stpipe.evaluate.split import drop_seen, temporal_split, to_interactions, truth_sets
 from stpipe.schema import require_columns
 
@@ -96,6 +97,7 @@ def evaluate_split(
     pop_window_days: int = 90,
     decay_days: float = 30.0,
     als: AlsGrid | None = None,
+    ease: EaseGrid | None = None,
     category_level: bool = False,
     category_candidates: int = 200,
 ) -> EvaluationResult:
@@ -129,6 +131,7 @@ def evaluate_split(
     ctx_base = EvalContext(
         spark=spark, cutoff=cutoff, users=regions.iloc[0:0], n=max_k, seen=seen, decay_days=decay_days,
         pop_window_days=pop_window_days, tune_k=k, horizon_days=horizon_days, als=als or AlsGrid(),
+        ease=ease or EaseGrid(),
     )
     variants = {"all": (truth, False), "novel": (novel_truth, True)}
     rows: list[pd.DataFrame] = []
@@ -160,6 +163,8 @@ def evaluate_split(
         facts["category level: window buyers (cold included)"] = len(truth_all)
     if "als_params" in ctx_base.cache:
         facts["als (tuned on the window before the cutoff)"] = ctx_base.cache["als_params"]
+    if "ease_params" in ctx_base.cache:
+        facts["ease (tuned on the window before the cutoff)"] = ctx_base.cache["ease_params"]
     metrics = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["k", "metric", "value", "stderr", "users", "model", "variant", "level"]
     )

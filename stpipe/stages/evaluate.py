@@ -23,8 +23,9 @@ from stpipe.catalogue import EVAL_METRICS, GRANGER_STATS, ITEM_EMBEDDINGS, ITEMS
 from stpipe.config import Settings, parse_date, replace
 from stpipe.errors import ConfigError
 from stpipe.evaluate import full as full_model
-from stpipe.evaluate.baselines import BASELINES, AlsGrid, Model
+from stpipe.evaluate.context import AlsGrid, EaseGrid, Model
 from stpipe.evaluate.names import MODEL_ORDER
+from stpipe.evaluate.registry import BASELINES
 from stpipe.evaluate.report import write_report
 from stpipe.evaluate.runner import EvaluationResult, evaluate_split, metrics_rows
 from stpipe.recommend import RecommendOptions
@@ -138,6 +139,7 @@ def run(ctx: StageContext) -> StageResult:
         cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
         pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
         als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
+        ease=EaseGrid(tuple(ev.ease_l2s), tuple(ev.ease_history_weights), ev.ease_max_items),
         category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
     )
     rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff)
