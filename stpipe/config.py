@@ -210,6 +210,8 @@ class RecommendSettings:
 class EvaluateSettings:
     # Temporal split: history = before the cutoff, truth = [cutoff, cutoff + horizon_days).
     cutoff: str | None = None
+    # Rolling origin: several cutoffs, each its own split, eval slice and report (cutoff unused).
+    cutoffs: list[str] = field(default_factory=list)
     horizon_days: int = 28
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     # The K the ALS grid is tuned on and the report leads with.

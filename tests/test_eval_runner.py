@@ -85,3 +85,34 @@ def test_report_table_and_leader(tmp_path):
     assert "| b | 5 | 0.2500 ± 0.0200 | 0.5000 |" in text
     assert "`full`: unavailable (not built)" in text
     assert (tmp_path / "item-all-vs-k.png").stat().st_size > 1000
+
+
+def test_paired_rows_compare_the_reference_on_the_same_users_and_reach_eval_metrics(spark):
+    from stpipe.evaluate.runner import metrics_rows
+
+    t = dt.datetime
+    rows = [("u1", "a", t(2024, 2, 20, 10), "n"), ("u1", "b", t(2024, 2, 21, 10), "n"),
+            ("u2", "a", t(2024, 2, 22, 10), "n"), ("u2", "c", t(2024, 2, 23, 10), "n"),
+            ("u1", "a", t(2024, 3, 2, 10), "n"), ("u2", "b", t(2024, 3, 3, 10), "n")]
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "category": ["X", "Y", "X"]})
+    result = evaluate_split(
+        spark, spark.createDataFrame(rows, ORDER_SCHEMA), items,
+        {"own_history": B.own_history, "pop_global": B.pop_global},
+        cutoff=dt.date(2024, 3, 1), horizon_days=7, ks=[1], k=1, reference="own_history",
+    )
+    # truth u1 {a}, u2 {b}. K = 1: own_history ranks the latest item first, u1 [b], u2 [c]: no hit;
+    # pop_global [a] (2 buyers) for both: u1 hits. Per-user NDCG differences: -1 and 0.
+    m = result.metrics.set_index(["model", "variant", "k", "metric"]).value
+    p = result.paired.set_index(["versus", "variant", "k", "metric"])
+    assert set(result.paired.model) == {"own_history"} and set(result.paired.variant) == {"all"}
+    diff = m[("own_history", "all", 1, "ndcg")] - m[("pop_global", "all", 1, "ndcg")]
+    assert p.value[("pop_global", "all", 1, "ndcg_diff")] == pytest.approx(diff) == pytest.approx(-0.5)
+    assert p.stderr[("pop_global", "all", 1, "ndcg_diff")] == pytest.approx(0.5)  # sd 0.7071 / sqrt(2)
+    assert p.p_value[("pop_global", "all", 1, "ndcg_diff")] == pytest.approx(1.0)  # 4 flips, all |mean| 0.5
+    assert p.users[("pop_global", "all", 1, "ndcg_diff")] == 2
+    out = metrics_rows(result.metrics, run_date=dt.date(2024, 3, 9), source="s", cutoff=dt.date(2024, 3, 1),
+                       paired=result.paired)
+    paired_rows = [r for r in out if r[11] is not None]
+    assert {r[4] for r in paired_rows} == {"hr_diff", "precision_diff", "recall_diff", "ndcg_diff", "map_diff"}
+    assert all(r[1] == "own_history" and r[11] == "pop_global" and 0 < r[12] <= 1 for r in paired_rows)
+    assert all(r[12] is None for r in out if r[11] is None)

@@ -16,10 +16,14 @@ from pyspark.sql import functions as F
 from stpipe.evaluate import metrics as M
 from stpipe.evaluate.baselines import global_ranking
 from stpipe.evaluate.context import AlsGrid, EaseGrid, EvalContext, Model
+from stpipe.evaluate.paired import PAIRED_COLUMNS, paired_differences
 from stpipe.evaluate.split import drop_seen, temporal_split, to_interactions, truth_sets
 from stpipe.schema import require_columns
 
 log = logging.getLogger("stpipe.evaluate")
+
+LIST_COLUMNS = ["variant", "level", "model", "user_id", "rank", "item_id"]
+TRUTH_COLUMNS = ["variant", "level", "user_id", "item_id"]
 
 
 class ModelUnavailable(Exception):
@@ -31,6 +35,12 @@ class EvaluationResult:
     metrics: pd.DataFrame  # model, variant, level, k, metric, value, stderr, users
     facts: dict[str, Any]
     unavailable: dict[str, str] = field(default_factory=dict)
+    # full minus each other model per user (stpipe.evaluate.paired.PAIRED_COLUMNS)
+    paired: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
+    # the scored lists (variant, level, model, user_id, rank, item_id) and truths (variant, level,
+    # user_id, item_id) behind the item-level metrics
+    lists: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LIST_COLUMNS))
+    truth: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRUTH_COLUMNS))
 
 
 def fill_lists(
@@ -100,6 +110,8 @@ def evaluate_split(
     ease: EaseGrid | None = None,
     category_level: bool = False,
     category_candidates: int = 200,
+    reference: str = "full",
+    seed: int = 7,
 ) -> EvaluationResult:
     """Split ``orders`` at ``cutoff``, run each model, return metrics for both variants.
 
@@ -135,6 +147,8 @@ def evaluate_split(
     )
     variants = {"all": (truth, False), "novel": (novel_truth, True)}
     rows: list[pd.DataFrame] = []
+    per_user_rows: list[pd.DataFrame] = []
+    list_rows: list[pd.DataFrame] = []
     unavailable: dict[str, str] = {}
     for name, model in models.items():
         for variant, (variant_truth, exclude) in variants.items():
@@ -150,8 +164,11 @@ def evaluate_split(
                 log.warning("model %s unavailable: %s", name, exc)
                 break
             lists = fill_lists(recs, users, fallback, n=max_k, seen=seen if exclude else None)
-            scored = M.summarise(lists, variant_truth, ks, catalogue_size=len(catalogue))
+            per_user = M.per_user_metrics(lists, variant_truth, ks)
+            scored = M.summarise(lists, variant_truth, ks, catalogue_size=len(catalogue), per_user=per_user)
             rows.append(scored.assign(model=name, variant=variant, level="item"))
+            per_user_rows.append(per_user.assign(model=name, variant=variant, level="item"))
+            list_rows.append(_long_lists(lists, model=name, variant=variant))
             log.info("model %s %s: ndcg@%d %s", name, variant, k,
                      scored[(scored.k == k) & (scored.metric == "ndcg")].value.tolist())
         if category_level and name not in unavailable:
@@ -169,7 +186,22 @@ def evaluate_split(
         columns=["k", "metric", "value", "stderr", "users", "model", "variant", "level"]
     )
     history.unpersist()
-    return EvaluationResult(metrics=metrics, facts=facts, unavailable=unavailable)
+    per_user_all = pd.concat(per_user_rows, ignore_index=True) if per_user_rows else None
+    paired = (paired_differences(per_user_all, reference=reference, seed=seed) if per_user_all is not None
+              else pd.DataFrame(columns=PAIRED_COLUMNS))
+    truth_rows = [(v, "item", u, i) for v, (t, _) in variants.items() for u in sorted(t, key=str)
+                  for i in sorted(t[u], key=str)]
+    return EvaluationResult(
+        metrics=metrics, facts=facts, unavailable=unavailable, paired=paired,
+        lists=pd.concat(list_rows, ignore_index=True) if list_rows else pd.DataFrame(columns=LIST_COLUMNS),
+        truth=pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS),
+    )
+
+
+def _long_lists(lists: dict[Any, list[Any]], *, model: str, variant: str) -> pd.DataFrame:
+    rows = [(variant, "item", model, user, rank, item) for user, items in lists.items()
+            for rank, item in enumerate(items, start=1)]
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
 
 def _category_level(
@@ -199,16 +231,22 @@ def _category_level(
 
 
 def metrics_rows(
-    result: pd.DataFrame, *, run_date: dt.date, source: str, cutoff: dt.date
+    result: pd.DataFrame, *, run_date: dt.date, source: str, cutoff: dt.date,
+    paired: pd.DataFrame | None = None,
 ) -> list[tuple[Any, ...]]:
-    """pandas metrics -> tuples in EVAL_METRICS order (NaN -> null)."""
+    """pandas metrics (and paired differences) -> tuples in EVAL_METRICS order (NaN -> null);
+    ``versus`` and ``p_value`` are null except on the paired rows."""
 
-    def clean(x: float) -> float | None:
+    def clean(x: Any) -> float | None:
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
-    ordered = result.sort_values(["level", "model", "variant", "k", "metric"])
+    frames = [result.assign(versus=None, p_value=math.nan)]
+    if paired is not None and len(paired):
+        frames.append(paired)
+    both = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    ordered = both.assign(_v=both.versus.fillna("")).sort_values(["level", "model", "_v", "variant", "k", "metric"])
     return [
         (run_date, r.model, r.variant, int(r.k), r.metric, clean(r.value), clean(r.stderr), int(r.users),
-         r.level, source, cutoff)
+         r.level, source, cutoff, r.versus if isinstance(r.versus, str) else None, clean(r.p_value))
         for r in ordered.itertuples()
     ]
