@@ -78,9 +78,14 @@ def test_report_table_and_leader(tmp_path):
         columns=["model", "variant", "level", "k", "metric", "value", "stderr", "users"],
     )
     assert "`a` 0.3000, ahead of `b` 0.2500 by 0.0500 (2.5 standard errors" in leader_line(m, k=10)
+    paired = pd.DataFrame([("a", "b", "all", "item", 10, "ndcg_diff", 0.05, 0.02, 5, 0.04)],
+                          columns=["model", "versus", "variant", "level", "k", "metric", "value", "stderr",
+                                   "users", "p_value"])
     path = write_report(m, tmp_path, source="s", cutoff="2020-01-01", horizon_days=28, k=10,
-                        model_order=["a", "b"], facts={"users": 5}, unavailable={"full": "not built"})
+                        model_order=["a", "b"], facts={"users": 5}, unavailable={"full": "not built"},
+                        paired=paired)
     text = path.read_text()
+    assert "| b | 5 | +0.0500 ± 0.0200 | 2.5 | 0.0400 | yes |" in text
     assert "| a | 5 | 0.3000 ± 0.0100 | n/a |" in text
     assert "| b | 5 | 0.2500 ± 0.0200 | 0.5000 |" in text
     assert "`full`: unavailable (not built)" in text
@@ -116,3 +121,37 @@ def test_paired_rows_compare_the_reference_on_the_same_users_and_reach_eval_metr
     assert {r[4] for r in paired_rows} == {"hr_diff", "precision_diff", "recall_diff", "ndcg_diff", "map_diff"}
     assert all(r[1] == "own_history" and r[11] == "pop_global" and 0 < r[12] <= 1 for r in paired_rows)
     assert all(r[12] is None for r in out if r[11] is None)
+
+
+def test_cutoffs_a_horizon_apart_share_fits_and_give_the_same_metrics(spark, monkeypatch):
+    from stpipe.evaluate import ease as E
+    from stpipe.evaluate.context import AlsGrid, EaseGrid
+
+    t = dt.datetime
+    start = t(2024, 1, 1, 10)
+    rows = [(f"u{u}", f"i{(u * 3 + d) % 7}", start + dt.timedelta(days=4 * d), "n") for u in range(6) for d in range(14)]
+    orders = spark.createDataFrame(rows, ORDER_SCHEMA)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(7)], "category": ["X"] * 7})
+    calls = {"als": 0, "gram": 0}
+    fit, gram = B._fit_als, E.gram_matrix
+
+    def counted_fit(*a, **kw):
+        calls["als"] += 1
+        return fit(*a, **kw)
+
+    def counted_gram(*a, **kw):
+        calls["gram"] += 1
+        return gram(*a, **kw)
+
+    monkeypatch.setattr(B, "_fit_als", counted_fit)
+    monkeypatch.setattr(E, "gram_matrix", counted_gram)
+    kw = dict(horizon_days=14, ks=[3], k=3, als=AlsGrid(ranks=(2,), reg_params=(0.1,), alphas=(1.0,), max_iter=2),
+              ease=EaseGrid(l2s=(1.0,), history_weights=(0.0,)))
+    models = {"als": B.als, "ease": E.ease}
+    shared: dict = {}
+    first = [evaluate_split(spark, orders, items, models, cutoff=c, shared=shared, **kw).metrics
+             for c in (dt.date(2024, 1, 29), dt.date(2024, 2, 12))]
+    # each cutoff: one fit (tuning) + one refit; the first cutoff's refit is the second's tuning fit
+    assert calls == {"als": 3, "gram": 3}
+    alone = evaluate_split(spark, orders, items, models, cutoff=dt.date(2024, 2, 12), **kw).metrics
+    pd.testing.assert_frame_equal(first[1], alone)

@@ -166,6 +166,16 @@ def affinity_matrix(history: DataFrame, *, cutoff: dt.date, decay_days: float) -
     return Matrix(users, items, affinity, counts)
 
 
+def matrix_before(history: DataFrame, ctx: EvalContext, day: dt.date) -> Matrix:
+    """:func:`affinity_matrix` of the interactions before ``day`` (``day`` <= the cutoff), computed
+    once per evaluation (``ctx.shared``)."""
+    key = ("matrix", day, ctx.decay_days)
+    if key not in ctx.shared:
+        before = history.where(F.col("day") < F.lit(day))
+        ctx.shared[key] = affinity_matrix(before, cutoff=day, decay_days=ctx.decay_days)
+    return ctx.shared[key]
+
+
 def top_n_from_scores(
     scores: np.ndarray,
     *,
@@ -219,10 +229,7 @@ def jaccard_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
 
 def cooc(history: DataFrame, ctx: EvalContext) -> DataFrame:
     """SAR-style: decayed user affinity times item-item Jaccard co-occurrence similarity."""
-    matrix = ctx.cache.get("matrix")
-    if matrix is None:
-        matrix = affinity_matrix(history, cutoff=ctx.cutoff, decay_days=ctx.decay_days)
-        ctx.cache["matrix"] = matrix
+    matrix = matrix_before(history, ctx, ctx.cutoff)
     similarity = ctx.cache.get("jaccard")
     if similarity is None:
         similarity = jaccard_similarity(matrix.counts)
@@ -266,16 +273,29 @@ def _fit_als(
     return user_f, item_f
 
 
+def _fit_als_before(
+    history: DataFrame, ctx: EvalContext, day: dt.date, *, rank: int, reg: float, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """ALS on the interactions before ``day``, fitted once per evaluation (``ctx.shared``): the
+    refit at one cutoff is a grid point of the next cutoff's tuning when they are a horizon apart."""
+    key = ("als", day, rank, reg, alpha, ctx.als.max_iter, ctx.als.seed)
+    if key not in ctx.shared:
+        ctx.shared[key] = _fit_als(
+            ctx.spark, matrix_before(history, ctx, day), rank=rank, reg=reg, alpha=alpha,
+            max_iter=ctx.als.max_iter, seed=ctx.als.seed,
+        )
+    return ctx.shared[key]
+
+
 def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
     """Pick (rank, regParam, alpha) by NDCG@tune_k on the window just before the cutoff."""
     from stpipe.evaluate.metrics import ndcg_at
 
     val_start = ctx.cutoff - dt.timedelta(days=ctx.horizon_days)
-    train = history.where(F.col("day") < F.lit(val_start))
     truth_pdf = (
         history.where(F.col("day") >= F.lit(val_start)).select("user_id", "item_id").distinct().toPandas()
     )
-    matrix = affinity_matrix(train, cutoff=val_start, decay_days=ctx.decay_days)
+    matrix = matrix_before(history, ctx, val_start)
     truth = {u: set(g.item_id) for u, g in truth_pdf.groupby("user_id")}
     users = [u for u in matrix.users if u in truth]
     if not users:
@@ -287,10 +307,7 @@ def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
     for rank in ctx.als.ranks:
         for reg in ctx.als.reg_params:
             for alpha in ctx.als.alphas:
-                user_f, item_f = _fit_als(
-                    ctx.spark, matrix, rank=rank, reg=reg, alpha=alpha,
-                    max_iter=ctx.als.max_iter, seed=ctx.als.seed,
-                )
+                user_f, item_f = _fit_als_before(history, ctx, val_start, rank=rank, reg=reg, alpha=alpha)
                 tops = top_n_from_scores(user_f[rows] @ item_f.T, n=ctx.tune_k, min_score=-math.inf)
                 score = float(
                     np.mean([ndcg_at(list(matrix.items[c]), truth[u], ctx.tune_k) for u, c in zip(users, tops, strict=True)])
@@ -305,17 +322,12 @@ def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
 def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
     """Spark MLlib ALS (implicit), grid tuned on the window before the cutoff, refit on all history."""
     fitted = ctx.cache.get("als_factors")
-    matrix = ctx.cache.get("matrix")
-    if matrix is None:
-        matrix = affinity_matrix(history, cutoff=ctx.cutoff, decay_days=ctx.decay_days)
-        ctx.cache["matrix"] = matrix
+    matrix = matrix_before(history, ctx, ctx.cutoff)
     if fitted is None:
         rank, reg, alpha = tune_als(history, ctx)
         log.info("als: chose rank=%d regParam=%g alpha=%g", rank, reg, alpha)
         ctx.cache["als_params"] = {"rank": rank, "reg_param": reg, "alpha": alpha}
-        fitted = _fit_als(
-            ctx.spark, matrix, rank=rank, reg=reg, alpha=alpha, max_iter=ctx.als.max_iter, seed=ctx.als.seed
-        )
+        fitted = _fit_als_before(history, ctx, ctx.cutoff, rank=rank, reg=reg, alpha=alpha)
         ctx.cache["als_factors"] = fitted
     user_f, item_f = fitted
 

@@ -48,6 +48,9 @@ class EvalContext:
     ease: EaseGrid = field(default_factory=EaseGrid)
     # cache shared between calls on the same split (tuned ALS parameters, ...)
     cache: dict[str, Any] = field(default_factory=dict)
+    # cache shared by every cutoff of one evaluation, keyed by the day the data ends: the history
+    # before a day is the same for every cutoff after it (matrices, ALS fits, the last Gram matrix)
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 Model = Callable[[DataFrame, EvalContext], DataFrame]

@@ -26,7 +26,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from stpipe.evaluate.baselines import Matrix, _score_users, affinity_matrix, to_spark
+from stpipe.evaluate.baselines import Matrix, _score_users, matrix_before, to_spark
 from stpipe.evaluate.context import EvalContext
 from stpipe.evaluate.metrics import ndcg_at
 from stpipe.evaluate.runner import ModelUnavailable
@@ -56,6 +56,18 @@ def gram_matrix(spark: SparkSession, history: DataFrame, items: Sequence[Any]) -
     i, j, n = pairs.i.to_numpy(int), pairs.j.to_numpy(int), pairs.n.to_numpy(float)
     gram[i, j] = n
     gram[j, i] = n
+    return gram
+
+
+def gram_before(history: DataFrame, ctx: EvalContext, day: dt.date, items: Sequence[Any]) -> np.ndarray:
+    """:func:`gram_matrix` of the interactions before ``day``. Only the last one is kept in
+    ``ctx.shared`` (it is items² floats): with cutoffs a horizon apart, one cutoff's Gram is the
+    next cutoff's validation Gram."""
+    last = ctx.shared.get("ease_gram")
+    if last is not None and last[0] == day and list(last[1]) == list(items):
+        return last[2]
+    gram = gram_matrix(ctx.spark, history.where(F.col("day") < F.lit(day)), items)
+    ctx.shared["ease_gram"] = (day, list(items), gram)
     return gram
 
 
@@ -102,8 +114,7 @@ def tune_ease(history: DataFrame, ctx: EvalContext) -> dict[str, EaseChoice]:
     """Per variant, the (λ, w) with the best NDCG@tune_k on the window before the cutoff
     (first grid point on ties)."""
     val_start = ctx.cutoff - dt.timedelta(days=ctx.horizon_days)
-    train = history.where(F.col("day") < F.lit(val_start))
-    matrix = affinity_matrix(train, cutoff=val_start, decay_days=ctx.decay_days)
+    matrix = matrix_before(history, ctx, val_start)
     grid = ctx.ease
     fallback = {"all": EaseChoice(grid.l2s[0], grid.history_weights[0], float("nan")),
                 "novel": EaseChoice(grid.l2s[0], 0.0, float("nan"))}
@@ -115,7 +126,7 @@ def tune_ease(history: DataFrame, ctx: EvalContext) -> dict[str, EaseChoice]:
         log.warning("ease: no validation users before %s; using the first grid point", val_start)
         return fallback
     _check_size(len(matrix.items), ctx)
-    gram = gram_matrix(ctx.spark, train, matrix.items)
+    gram = gram_before(history, ctx, val_start, matrix.items)
     rows = np.array([index[u] for u in users])
     binary = (matrix.counts[rows] > 0).astype(float).toarray()
     own = matrix.affinity[rows].toarray()
@@ -142,17 +153,14 @@ def tune_ease(history: DataFrame, ctx: EvalContext) -> dict[str, EaseChoice]:
 
 
 def _fitted(history: DataFrame, ctx: EvalContext) -> tuple[Matrix, dict[str, EaseChoice], dict[float, np.ndarray]]:
-    matrix = ctx.cache.get("matrix")
-    if matrix is None:
-        matrix = affinity_matrix(history, cutoff=ctx.cutoff, decay_days=ctx.decay_days)
-        ctx.cache["matrix"] = matrix
+    matrix = matrix_before(history, ctx, ctx.cutoff)
     _check_size(len(matrix.items), ctx)
     if "ease_choice" not in ctx.cache:
         choice = tune_ease(history, ctx)
         log.info("ease: chose %s", choice)
         ctx.cache["ease_choice"] = choice
         ctx.cache["ease_params"] = {v: {"l2": c.l2, "history_weight": c.weight} for v, c in choice.items()}
-        ctx.cache["ease_gram"] = gram_matrix(ctx.spark, history, matrix.items)
+        ctx.cache["ease_gram"] = gram_before(history, ctx, ctx.cutoff, matrix.items)
         ctx.cache["ease_weights"] = {}
     weights: dict[float, np.ndarray] = ctx.cache["ease_weights"]
     return matrix, ctx.cache["ease_choice"], weights

@@ -112,10 +112,12 @@ def evaluate_split(
     category_candidates: int = 200,
     reference: str = "full",
     seed: int = 7,
+    shared: dict[Any, Any] | None = None,
 ) -> EvaluationResult:
     """Split ``orders`` at ``cutoff``, run each model, return metrics for both variants.
 
-    ``items`` is a pandas frame (item_id, category), used at the category level.
+    ``items`` is a pandas frame (item_id, category), used at the category level. ``shared``: a
+    dict kept across the cutoffs of one evaluation on the same orders (fits computed once).
     """
     ks = sorted(set(ks) | {k})
     max_k = max(ks)
@@ -144,6 +146,7 @@ def evaluate_split(
         spark=spark, cutoff=cutoff, users=regions.iloc[0:0], n=max_k, seen=seen, decay_days=decay_days,
         pop_window_days=pop_window_days, tune_k=k, horizon_days=horizon_days, als=als or AlsGrid(),
         ease=ease or EaseGrid(),
+        shared=shared if shared is not None else {},
     )
     variants = {"all": (truth, False), "novel": (novel_truth, True)}
     rows: list[pd.DataFrame] = []
@@ -186,6 +189,7 @@ def evaluate_split(
         columns=["k", "metric", "value", "stderr", "users", "model", "variant", "level"]
     )
     history.unpersist()
+    per_user_rows = [f for f in per_user_rows if len(f)]
     per_user_all = pd.concat(per_user_rows, ignore_index=True) if per_user_rows else None
     paired = (paired_differences(per_user_all, reference=reference, seed=seed) if per_user_all is not None
               else pd.DataFrame(columns=PAIRED_COLUMNS))
@@ -193,7 +197,7 @@ def evaluate_split(
                   for i in sorted(t[u], key=str)]
     return EvaluationResult(
         metrics=metrics, facts=facts, unavailable=unavailable, paired=paired,
-        lists=pd.concat(list_rows, ignore_index=True) if list_rows else pd.DataFrame(columns=LIST_COLUMNS),
+        lists=pd.concat([f for f in list_rows if len(f)] or [pd.DataFrame(columns=LIST_COLUMNS)], ignore_index=True),
         truth=pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS),
     )
 

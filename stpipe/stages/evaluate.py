@@ -170,8 +170,9 @@ def run(ctx: StageContext) -> StageResult:
     add_missing_columns(spark, ctx.warehouse, EVAL_METRICS)
     results: dict[dt.date, EvaluationResult] = {}
     written, reports = 0, []
+    shared: dict[Any, Any] = {}  # fits and matrices reused across the cutoffs (same orders)
     for cutoff in cutoffs:
-        result, rows, report = evaluate_cutoff(ctx, orders, items, cutoff=cutoff)
+        result, rows, report = evaluate_cutoff(ctx, orders, items, cutoff=cutoff, shared=shared)
         results[cutoff] = result
         written += rows
         reports.append(str(report))
@@ -192,7 +193,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def evaluate_cutoff(
-    ctx: StageContext, orders: DataFrame, items: DataFrame, *, cutoff: dt.date
+    ctx: StageContext, orders: DataFrame, items: DataFrame, *, cutoff: dt.date, shared: dict[Any, Any],
 ) -> tuple[EvaluationResult, int, Path]:
     """One split: its models, its slice of eval_metrics, eval_lists and eval_truth, its report."""
     spark, settings = ctx.spark, ctx.settings
@@ -205,7 +206,7 @@ def evaluate_cutoff(
         als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
         ease=EaseGrid(tuple(ev.ease_l2s), tuple(ev.ease_history_weights), ev.ease_max_items),
         category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
-        seed=ev.seed,
+        seed=ev.seed, shared=shared,
     )
     rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff, paired=result.paired)
     written = ctx.write(EVAL_METRICS, spark.createDataFrame(rows, EVAL_METRICS.schema), source=source, cutoff=cutoff)
