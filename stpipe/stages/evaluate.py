@@ -1,7 +1,10 @@
-"""Evaluate stage: a temporal split at a cutoff, our model and strong baselines, a report.
+"""Evaluate stage: temporal splits at one or more cutoffs, our model and strong baselines, reports.
 
-Writes ``eval_metrics`` (slice run_date, source, cutoff replaced on rerun) and
-``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots. `full` and its
+Per cutoff it writes ``eval_metrics`` (with the paired rows of `full` against each model),
+``eval_lists`` and ``eval_truth`` (each slice run_date, source, cutoff replaced on rerun) and
+``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots; with several cutoffs
+(``evaluate.cutoffs``) the source is ingested once and ``<source>-cutoffs.md`` summarises
+them. `full` and its
 ablations run the series, Granger and embed stages into a scratch warehouse holding only
 the orders before the cutoff (:func:`prepare_scratch`).
 """
@@ -73,7 +76,6 @@ def scratch_path(settings: Settings, source: str, cutoff: dt.date) -> str:
 
 def _write_history(orders: DataFrame, items: DataFrame, cutoff: dt.date) -> Stage:
     """A stage that writes the orders before ``cutoff`` and the items they bought."""
-
 
     def run(ctx: StageContext) -> StageResult:
         history = orders.where(F.col("ts") < F.lit(dt.datetime.combine(cutoff, dt.time())))
