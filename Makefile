@@ -85,8 +85,8 @@ test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
 lint: setup ## ruff
 	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
 
-evaluate: setup ## offline evaluation vs baselines at CUTOFF (default: Online Retail); report in reports/
-	$(PYTHON) -m jobs.evaluate $(JOB_ARGS) --source $(EVAL_SOURCE) --input $(EVAL_INPUT) --cutoff $(CUTOFF_$(EVAL_SOURCE)) --horizon-days $(HORIZON) --k $(K) --json
+evaluate: setup ## offline evaluation vs baselines at CUTOFF (default: Online Retail; CUTOFFS=D1,D2,... for several); report in reports/
+	$(PYTHON) -m jobs.evaluate $(JOB_ARGS) --source $(EVAL_SOURCE) --input $(EVAL_INPUT) $(if $(CUTOFFS),--cutoffs $(CUTOFFS),--cutoff $(CUTOFF_$(EVAL_SOURCE))) --horizon-days $(HORIZON) --k $(K) --json
 
 notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline first if needed) into reports/notebooks
 	@test -d $(WAREHOUSE)/recommendations || $(MAKE) run

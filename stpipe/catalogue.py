@@ -106,6 +106,15 @@ EVAL_METRICS = Table(
     "eval_metrics", schema.EVAL_METRICS, "offline evaluation metrics per model",
     readers="consumers (the evaluation report)", slice_by=("run_date", "source", "cutoff"),
 )
+EVAL_LISTS = Table(
+    "eval_lists", schema.EVAL_LISTS, "the ranked lists each model was scored on (item level)",
+    readers="consumers (recomputing the evaluation with any tool)", slice_by=("run_date", "source", "cutoff"),
+)
+EVAL_TRUTH = Table(
+    "eval_truth", schema.EVAL_TRUTH,
+    "each evaluated user's truth per variant (novel: without the user's history items)",
+    readers="consumers (recomputing the evaluation with any tool)", slice_by=("run_date", "source", "cutoff"),
+)
 RUN_LOG = Table(
     "run_log", schema.RUN_LOG, "one row per stage run (appended)",
     readers="the orchestrator (skip-if-complete); operators",
@@ -124,7 +133,8 @@ USER_ID_MAP = Table(
 ALL: tuple[Table, ...] = (
     ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS, USER_TIME_FEATURES, ITEM_TIME_FEATURES,
     REGION_ITEM_FEATURES, USER_SPACE_FEATURES, SALES_SERIES, GRANGER_STATS, ITEM_EMBEDDINGS,
-    USER_EMBEDDINGS, FUSION_WEIGHTS, RECOMMENDATIONS, EVAL_METRICS, RUN_LOG, ERASURES, USER_ID_MAP,
+    USER_EMBEDDINGS, FUSION_WEIGHTS, RECOMMENDATIONS, EVAL_METRICS, EVAL_LISTS, EVAL_TRUTH,
+    RUN_LOG, ERASURES, USER_ID_MAP,
 )
 # The tables that hold a user_id column (what jobs.forget deletes from).
 PERSONAL: tuple[Table, ...] = tuple(t for t in ALL if "user_id" in t.columns() and t is not ERASURES)

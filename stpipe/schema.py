@@ -234,6 +234,36 @@ EVAL_METRICS = T.StructType(
         T.StructField("level", T.StringType(), False),
         T.StructField("source", T.StringType(), False),
         T.StructField("cutoff", T.DateType(), False),
+        # paired rows (model = full, metric <m>_diff): the model compared and the sign-flip p-value;
+        # null elsewhere. Added after the first release: the stage adds them to older tables.
+        T.StructField("versus", T.StringType(), True),
+        T.StructField("p_value", T.DoubleType(), True),
+    ]
+)
+
+EVAL_LISTS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("cutoff", T.DateType(), False),
+        T.StructField("variant", T.StringType(), False),
+        T.StructField("level", T.StringType(), False),
+        T.StructField("model", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+    ]
+)
+
+EVAL_TRUTH = T.StructType(
+    [
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("cutoff", T.DateType(), False),
+        T.StructField("variant", T.StringType(), False),
+        T.StructField("level", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
     ]
 )
 

@@ -9,6 +9,7 @@ import deltalake
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import types as T
 
 from stpipe import catalogue, tables
 from stpipe.adapters import synthetic
@@ -115,3 +116,65 @@ def test_unknown_model_is_named(spark, warehouse, tmp_path):
     with pytest.raises(ConfigError, match="magic"):
         evaluate.model_registry(spark, settings, settings.evaluate.models, orders=None, items=None,
                                 cutoff=CUTOFF)
+
+
+OLD_EVAL_METRICS = T.StructType([f for f in catalogue.EVAL_METRICS.schema.fields
+                                 if f.name not in ("versus", "p_value")])
+
+
+def _cornac_ndcg(lists: pd.DataFrame, truth: pd.DataFrame, k: int) -> float:
+    """Mean NDCG@k over the truth's users, by cornac (an outside implementation)."""
+    from cornac.metrics import NDCG
+
+    metric = NDCG(k=k)
+    ranked = {u: g.sort_values("rank").item_id.to_numpy() for u, g in lists.groupby("user_id")}
+    scores = [metric.compute(gt_pos=g.item_id.to_numpy(), pd_rank=ranked.get(u, np.array([], dtype=object)))
+              for u, g in truth.groupby("user_id")]
+    return float(np.mean(scores))
+
+
+def test_rolling_cutoffs_lists_tables_outside_ndcg_and_old_eval_metrics(spark, warehouse, tmp_path):
+    settings = evaluate.evaluation_settings(_settings(
+        warehouse, str(tmp_path / "reports"),
+        **{"evaluate.cutoffs": ["2024-02-10", "2024-02-03"], "evaluate.models": ["pop_global", "cooc"]},
+    ))
+    own = settings.storage.warehouse
+    # an eval_metrics table written by the code before versus/p_value existed, another cutoff
+    old_row = (dt.date(2024, 3, 1), "pop_global", "all", 5, "hr", 0.5, 0.1, 7, "item", "synthetic",
+               dt.date(2024, 1, 20))
+    tables.write(spark.createDataFrame([old_row], OLD_EVAL_METRICS), own, catalogue.EVAL_METRICS.name)
+    run_stage(spark, settings, evaluate.EVALUATE)
+
+    runs = tables.read(spark, own, catalogue.RUN_LOG.name).toPandas()
+    assert (runs.stage == "ingest").sum() == 1  # one ingest for both cutoffs
+    metrics = tables.read(spark, own, catalogue.EVAL_METRICS.name).toPandas()
+    assert sorted(set(metrics.cutoff)) == [dt.date(2024, 1, 20), dt.date(2024, 2, 3), CUTOFF]
+    old = metrics[metrics.cutoff == dt.date(2024, 1, 20)]
+    assert len(old) == 1 and old.versus.isna().all() and old.p_value.isna().all() and old.value.iloc[0] == 0.5
+    assert metrics.versus.isna().all()  # no `full` evaluated: no paired rows
+
+    lists = tables.read(spark, own, catalogue.EVAL_LISTS.name).toPandas()
+    truth = tables.read(spark, own, catalogue.EVAL_TRUTH.name).toPandas()
+    assert list(lists.columns) == catalogue.EVAL_LISTS.columns()
+    checked = 0
+    for (cutoff, variant, model), part in lists.groupby(["cutoff", "variant", "model"]):
+        want = metrics[(metrics.cutoff == cutoff) & (metrics.variant == variant) & (metrics.model == model)
+                       & (metrics.k == 10) & (metrics.metric == "ndcg") & (metrics.level == "item")]
+        t = truth[(truth.cutoff == cutoff) & (truth.variant == variant)]
+        assert t.user_id.nunique() == want.users.iloc[0]
+        assert _cornac_ndcg(part, t, 10) == pytest.approx(want.value.iloc[0], abs=1e-9)
+        checked += 1
+    assert checked == 2 * 2 * 2  # cutoffs x variants x models
+    # novel truth holds no history item of its user
+    novel = truth[(truth.variant == "novel") & (truth.cutoff == CUTOFF)]
+    all_ = truth[(truth.variant == "all") & (truth.cutoff == CUTOFF)]
+    assert set(map(tuple, novel[["user_id", "item_id"]].values)) < set(map(tuple, all_[["user_id", "item_id"]].values))
+
+    summary = (tmp_path / "reports" / "synthetic-cutoffs.md").read_text()
+    assert "| model | 2024-02-03 | 2024-02-10 | mean |" in summary
+    for cutoff in ("2024-02-03", "2024-02-10"):
+        assert (tmp_path / "reports" / f"synthetic-{cutoff}" / "report.md").is_file()
+    pop = metrics[(metrics.model == "pop_global") & (metrics.variant == "all") & (metrics.k == 5)
+                  & (metrics.metric == "ndcg") & (metrics.level == "item")].set_index("cutoff").value
+    mean = (pop[dt.date(2024, 2, 3)] + pop[CUTOFF]) / 2
+    assert f"| pop_global | {pop[dt.date(2024, 2, 3)]:.4f} ± " in summary and f"| {mean:.4f} |" in summary

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from stpipe.evaluate.names import BASELINE_NAMES
+from stpipe.evaluate.context import AlsGrid, EvalContext, Model  # noqa: F401  (callers import them from here)
 
 log = logging.getLogger("stpipe.evaluate")
 
@@ -35,37 +35,6 @@ RECS = T.StructType(
         T.StructField("item_id", T.StringType(), False),
     ]
 )
-
-
-@dataclass(frozen=True)
-class AlsGrid:
-    ranks: tuple[int, ...] = (16, 32)
-    reg_params: tuple[float, ...] = (0.01, 0.1)
-    alphas: tuple[float, ...] = (10.0, 40.0)
-    max_iter: int = 10
-    seed: int = 7
-
-
-@dataclass
-class EvalContext:
-    """What a model needs besides the history (values, not the settings object)."""
-
-    spark: SparkSession
-    cutoff: dt.date
-    users: pd.DataFrame  # user_id, region: the users to recommend for
-    n: int
-    exclude_seen: bool = False
-    seen: dict[Any, set[Any]] = field(default_factory=dict)
-    decay_days: float = 30.0
-    pop_window_days: int = 90
-    tune_k: int = 10
-    horizon_days: int = 28
-    als: AlsGrid = field(default_factory=AlsGrid)
-    # cache shared between calls on the same split (tuned ALS parameters, ...)
-    cache: dict[str, Any] = field(default_factory=dict)
-
-
-Model = Callable[[DataFrame, EvalContext], DataFrame]
 
 
 def decay_weight(cutoff: dt.date, decay_days: float) -> F.Column:
@@ -197,6 +166,16 @@ def affinity_matrix(history: DataFrame, *, cutoff: dt.date, decay_days: float) -
     return Matrix(users, items, affinity, counts)
 
 
+def matrix_before(history: DataFrame, ctx: EvalContext, day: dt.date) -> Matrix:
+    """:func:`affinity_matrix` of the interactions before ``day`` (``day`` <= the cutoff), computed
+    once per evaluation (``ctx.shared``)."""
+    key = ("matrix", day, ctx.decay_days)
+    if key not in ctx.shared:
+        before = history.where(F.col("day") < F.lit(day))
+        ctx.shared[key] = affinity_matrix(before, cutoff=day, decay_days=ctx.decay_days)
+    return ctx.shared[key]
+
+
 def top_n_from_scores(
     scores: np.ndarray,
     *,
@@ -250,10 +229,7 @@ def jaccard_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
 
 def cooc(history: DataFrame, ctx: EvalContext) -> DataFrame:
     """SAR-style: decayed user affinity times item-item Jaccard co-occurrence similarity."""
-    matrix = ctx.cache.get("matrix")
-    if matrix is None:
-        matrix = affinity_matrix(history, cutoff=ctx.cutoff, decay_days=ctx.decay_days)
-        ctx.cache["matrix"] = matrix
+    matrix = matrix_before(history, ctx, ctx.cutoff)
     similarity = ctx.cache.get("jaccard")
     if similarity is None:
         similarity = jaccard_similarity(matrix.counts)
@@ -297,16 +273,29 @@ def _fit_als(
     return user_f, item_f
 
 
+def _fit_als_before(
+    history: DataFrame, ctx: EvalContext, day: dt.date, *, rank: int, reg: float, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """ALS on the interactions before ``day``, fitted once per evaluation (``ctx.shared``): the
+    refit at one cutoff is a grid point of the next cutoff's tuning when they are a horizon apart."""
+    key = ("als", day, rank, reg, alpha, ctx.als.max_iter, ctx.als.seed)
+    if key not in ctx.shared:
+        ctx.shared[key] = _fit_als(
+            ctx.spark, matrix_before(history, ctx, day), rank=rank, reg=reg, alpha=alpha,
+            max_iter=ctx.als.max_iter, seed=ctx.als.seed,
+        )
+    return ctx.shared[key]
+
+
 def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
     """Pick (rank, regParam, alpha) by NDCG@tune_k on the window just before the cutoff."""
     from stpipe.evaluate.metrics import ndcg_at
 
     val_start = ctx.cutoff - dt.timedelta(days=ctx.horizon_days)
-    train = history.where(F.col("day") < F.lit(val_start))
     truth_pdf = (
         history.where(F.col("day") >= F.lit(val_start)).select("user_id", "item_id").distinct().toPandas()
     )
-    matrix = affinity_matrix(train, cutoff=val_start, decay_days=ctx.decay_days)
+    matrix = matrix_before(history, ctx, val_start)
     truth = {u: set(g.item_id) for u, g in truth_pdf.groupby("user_id")}
     users = [u for u in matrix.users if u in truth]
     if not users:
@@ -318,10 +307,7 @@ def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
     for rank in ctx.als.ranks:
         for reg in ctx.als.reg_params:
             for alpha in ctx.als.alphas:
-                user_f, item_f = _fit_als(
-                    ctx.spark, matrix, rank=rank, reg=reg, alpha=alpha,
-                    max_iter=ctx.als.max_iter, seed=ctx.als.seed,
-                )
+                user_f, item_f = _fit_als_before(history, ctx, val_start, rank=rank, reg=reg, alpha=alpha)
                 tops = top_n_from_scores(user_f[rows] @ item_f.T, n=ctx.tune_k, min_score=-math.inf)
                 score = float(
                     np.mean([ndcg_at(list(matrix.items[c]), truth[u], ctx.tune_k) for u, c in zip(users, tops, strict=True)])
@@ -336,17 +322,12 @@ def tune_als(history: DataFrame, ctx: EvalContext) -> tuple[int, float, float]:
 def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
     """Spark MLlib ALS (implicit), grid tuned on the window before the cutoff, refit on all history."""
     fitted = ctx.cache.get("als_factors")
-    matrix = ctx.cache.get("matrix")
-    if matrix is None:
-        matrix = affinity_matrix(history, cutoff=ctx.cutoff, decay_days=ctx.decay_days)
-        ctx.cache["matrix"] = matrix
+    matrix = matrix_before(history, ctx, ctx.cutoff)
     if fitted is None:
         rank, reg, alpha = tune_als(history, ctx)
         log.info("als: chose rank=%d regParam=%g alpha=%g", rank, reg, alpha)
         ctx.cache["als_params"] = {"rank": rank, "reg_param": reg, "alpha": alpha}
-        fitted = _fit_als(
-            ctx.spark, matrix, rank=rank, reg=reg, alpha=alpha, max_iter=ctx.als.max_iter, seed=ctx.als.seed
-        )
+        fitted = _fit_als_before(history, ctx, ctx.cutoff, rank=rank, reg=reg, alpha=alpha)
         ctx.cache["als_factors"] = fitted
     user_f, item_f = fitted
 
@@ -358,8 +339,3 @@ def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
         min_score=-math.inf,
     )
     return to_spark(ctx.spark, recs)
-
-
-BASELINES: dict[str, Model] = dict(
-    zip(BASELINE_NAMES, (pop_global, pop_region, own_history, cooc, als), strict=True)
-)

@@ -121,14 +121,17 @@ def summarise(
     ks: Iterable[int],
     *,
     catalogue_size: int,
+    per_user: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rows (k, metric, value, stderr, users): per-user metrics averaged, plus coverage.
 
     Coverage is measured over the lists of the evaluated users (those with a non-empty truth).
+    ``per_user``: :func:`per_user_metrics` of the same arguments, when the caller has it already.
     """
     ks = sorted(set(ks))
     users = [u for u, t in truth.items() if t]
-    per_user = per_user_metrics(lists, truth, ks)
+    if per_user is None:
+        per_user = per_user_metrics(lists, truth, ks)
     evaluated_lists = {u: lists.get(u, ()) for u in users}
     rows = []
     for k in ks:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BASELINE_NAMES = ("pop_global", "pop_region", "own_history", "cooc", "als")
+BASELINE_NAMES = ("pop_global", "pop_region", "own_history", "cooc", "als", "ease")
 
 # Our recommender and its ablations: name -> the components it uses.
 FULL_COMPONENTS = frozenset({"bert", "time", "space", "causal", "history", "cooc"})

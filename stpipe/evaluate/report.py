@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from stpipe.evaluate.paired import paired_markdown
+
 PLOT_METRICS = ("hr", "precision", "recall", "ndcg", "map", "coverage")
 
 
@@ -122,6 +124,7 @@ def write_report(
     model_order: Sequence[str],
     facts: dict[str, object],
     unavailable: dict[str, str],
+    paired: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report.md`` and its PNGs under ``out_dir``; return the Markdown path."""
     out = Path(out_dir)
@@ -149,6 +152,12 @@ def write_report(
         lead = leader_line(part, k=k)
         if lead:
             lines += ["", lead]
+        pairs = paired[(paired.level == level) & (paired.variant == variant)] if paired is not None else None
+        table = paired_markdown(pairs, k=k, model_order=list(model_order)) if pairs is not None else ""
+        if table:
+            lines += ["", "Paired on the same users: mean per-user difference ± its standard error, "
+                      "two-sided sign-flip permutation p-value; `beats` where the difference is at "
+                      "least 2 standard errors.", "", table]
         plot_models(part, out / f"{slug}-models.png", k=k, title=f"{source} {level} {variant} @ {k}",
                     model_order=model_order)
         plot_against_k(part, out / f"{slug}-vs-k.png", title=f"{source} {level} {variant}: metric vs K",
@@ -161,3 +170,59 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def write_cutoffs_summary(
+    by_cutoff: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+    path: str | Path,
+    *,
+    source: str,
+    horizon_days: int,
+    k: int,
+    model_order: Sequence[str],
+    metric: str = "ndcg",
+) -> Path:
+    """``by_cutoff``: cutoff -> (metrics, paired). Per variant, ``metric@k`` of each model at each
+    cutoff and its mean over the cutoffs; then `full` minus each model per cutoff. Item level."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cutoffs = sorted(by_cutoff)
+    lines = [f"# Offline evaluation over {len(cutoffs)} cutoffs: {source}, horizon {horizon_days} days", "",
+             "Each cutoff is its own split (history before it, truth in the horizon after it); the "
+             "per-cutoff reports are in the folders `" + source + "-<cutoff>/`. Values are item-level "
+             f"{metric}@{k}, mean over users ± one standard error; `mean` is the plain mean over cutoffs."]
+    metrics = pd.concat([m.assign(cutoff=c) for c, (m, _) in by_cutoff.items()], ignore_index=True)
+    paired = pd.concat([p.assign(cutoff=c) for c, (_, p) in by_cutoff.items() if len(p)], ignore_index=True) \
+        if any(len(p) for _, p in by_cutoff.values()) else None
+    at_k = metrics[(metrics.level == "item") & (metrics.k == k) & (metrics.metric == metric)]
+    for variant in sorted(set(at_k.variant)):
+        part = at_k[at_k.variant == variant]
+        lines += ["", f"## Variant `{variant}`", "", "| model | " + " | ".join(cutoffs) + " | mean |",
+                  "|---|" + "---|" * (len(cutoffs) + 1)]
+        for model in [m for m in model_order if m in set(part.model)]:
+            rows = part[part.model == model].set_index("cutoff")
+            cells = [_fmt(rows.value[c], rows.stderr[c]) if c in rows.index else "n/a" for c in cutoffs]
+            mean = rows.value.mean() if len(rows) == len(cutoffs) else math.nan
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {_fmt(mean, math.nan)} |")
+        if paired is None:
+            continue
+        diffs = paired[(paired.level == "item") & (paired.variant == variant) & (paired.k == k)
+                       & (paired.metric == f"{metric}_diff")]
+        if diffs.empty:
+            continue
+        lines += ["", f"`full` minus each model ({metric}@{k}, paired: diff ± SE, p-value; "
+                  "**bold** where the difference is at least 2 SE)", "",
+                  "| full vs | " + " | ".join(cutoffs) + " |", "|---|" + "---|" * len(cutoffs)]
+        for model in [m for m in model_order if m in set(diffs.versus)]:
+            rows = diffs[diffs.versus == model].set_index("cutoff")
+            cells = []
+            for c in cutoffs:
+                if c not in rows.index:
+                    cells.append("n/a")
+                    continue
+                r = rows.loc[c]
+                text = f"{r.value:+.4f} ± {r.stderr:.4f} (p {r.p_value:.3f})"
+                cells.append(f"**{text}**" if r.stderr > 0 and r.value >= 2 * r.stderr else text)
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

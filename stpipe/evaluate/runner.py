@@ -14,11 +14,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe.evaluate import metrics as M
-from stpipe.evaluate.baselines import AlsGrid, EvalContext, Model, global_ranking
+from stpipe.evaluate.baselines import global_ranking
+from stpipe.evaluate.context import AlsGrid, EaseGrid, EvalContext, Model
+from stpipe.evaluate.paired import PAIRED_COLUMNS, paired_differences
 from stpipe.evaluate.split import drop_seen, temporal_split, to_interactions, truth_sets
 from stpipe.schema import require_columns
 
 log = logging.getLogger("stpipe.evaluate")
+
+LIST_COLUMNS = ["variant", "level", "model", "user_id", "rank", "item_id"]
+TRUTH_COLUMNS = ["variant", "level", "user_id", "item_id"]
 
 
 class ModelUnavailable(Exception):
@@ -30,6 +35,12 @@ class EvaluationResult:
     metrics: pd.DataFrame  # model, variant, level, k, metric, value, stderr, users
     facts: dict[str, Any]
     unavailable: dict[str, str] = field(default_factory=dict)
+    # full minus each other model per user (stpipe.evaluate.paired.PAIRED_COLUMNS)
+    paired: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
+    # the scored lists (variant, level, model, user_id, rank, item_id) and truths (variant, level,
+    # user_id, item_id) behind the item-level metrics
+    lists: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LIST_COLUMNS))
+    truth: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRUTH_COLUMNS))
 
 
 def fill_lists(
@@ -96,12 +107,17 @@ def evaluate_split(
     pop_window_days: int = 90,
     decay_days: float = 30.0,
     als: AlsGrid | None = None,
+    ease: EaseGrid | None = None,
     category_level: bool = False,
     category_candidates: int = 200,
+    reference: str = "full",
+    seed: int = 7,
+    shared: dict[Any, Any] | None = None,
 ) -> EvaluationResult:
     """Split ``orders`` at ``cutoff``, run each model, return metrics for both variants.
 
-    ``items`` is a pandas frame (item_id, category), used at the category level.
+    ``items`` is a pandas frame (item_id, category), used at the category level. ``shared``: a
+    dict kept across the cutoffs of one evaluation on the same orders (fits computed once).
     """
     ks = sorted(set(ks) | {k})
     max_k = max(ks)
@@ -129,9 +145,13 @@ def evaluate_split(
     ctx_base = EvalContext(
         spark=spark, cutoff=cutoff, users=regions.iloc[0:0], n=max_k, seen=seen, decay_days=decay_days,
         pop_window_days=pop_window_days, tune_k=k, horizon_days=horizon_days, als=als or AlsGrid(),
+        ease=ease or EaseGrid(),
+        shared=shared if shared is not None else {},
     )
     variants = {"all": (truth, False), "novel": (novel_truth, True)}
     rows: list[pd.DataFrame] = []
+    per_user_rows: list[pd.DataFrame] = []
+    list_rows: list[pd.DataFrame] = []
     unavailable: dict[str, str] = {}
     for name, model in models.items():
         for variant, (variant_truth, exclude) in variants.items():
@@ -147,8 +167,11 @@ def evaluate_split(
                 log.warning("model %s unavailable: %s", name, exc)
                 break
             lists = fill_lists(recs, users, fallback, n=max_k, seen=seen if exclude else None)
-            scored = M.summarise(lists, variant_truth, ks, catalogue_size=len(catalogue))
+            per_user = M.per_user_metrics(lists, variant_truth, ks)
+            scored = M.summarise(lists, variant_truth, ks, catalogue_size=len(catalogue), per_user=per_user)
             rows.append(scored.assign(model=name, variant=variant, level="item"))
+            per_user_rows.append(per_user.assign(model=name, variant=variant, level="item"))
+            list_rows.append(_long_lists(lists, model=name, variant=variant))
             log.info("model %s %s: ndcg@%d %s", name, variant, k,
                      scored[(scored.k == k) & (scored.metric == "ndcg")].value.tolist())
         if category_level and name not in unavailable:
@@ -160,11 +183,29 @@ def evaluate_split(
         facts["category level: window buyers (cold included)"] = len(truth_all)
     if "als_params" in ctx_base.cache:
         facts["als (tuned on the window before the cutoff)"] = ctx_base.cache["als_params"]
+    if "ease_params" in ctx_base.cache:
+        facts["ease (tuned on the window before the cutoff)"] = ctx_base.cache["ease_params"]
     metrics = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["k", "metric", "value", "stderr", "users", "model", "variant", "level"]
     )
     history.unpersist()
-    return EvaluationResult(metrics=metrics, facts=facts, unavailable=unavailable)
+    per_user_rows = [f for f in per_user_rows if len(f)]
+    per_user_all = pd.concat(per_user_rows, ignore_index=True) if per_user_rows else None
+    paired = (paired_differences(per_user_all, reference=reference, seed=seed) if per_user_all is not None
+              else pd.DataFrame(columns=PAIRED_COLUMNS))
+    truth_rows = [(v, "item", u, i) for v, (t, _) in variants.items() for u in sorted(t, key=str)
+                  for i in sorted(t[u], key=str)]
+    return EvaluationResult(
+        metrics=metrics, facts=facts, unavailable=unavailable, paired=paired,
+        lists=pd.concat([f for f in list_rows if len(f)] or [pd.DataFrame(columns=LIST_COLUMNS)], ignore_index=True),
+        truth=pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS),
+    )
+
+
+def _long_lists(lists: dict[Any, list[Any]], *, model: str, variant: str) -> pd.DataFrame:
+    rows = [(variant, "item", model, user, rank, item) for user, items in lists.items()
+            for rank, item in enumerate(items, start=1)]
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
 
 def _category_level(
@@ -194,16 +235,22 @@ def _category_level(
 
 
 def metrics_rows(
-    result: pd.DataFrame, *, run_date: dt.date, source: str, cutoff: dt.date
+    result: pd.DataFrame, *, run_date: dt.date, source: str, cutoff: dt.date,
+    paired: pd.DataFrame | None = None,
 ) -> list[tuple[Any, ...]]:
-    """pandas metrics -> tuples in EVAL_METRICS order (NaN -> null)."""
+    """pandas metrics (and paired differences) -> tuples in EVAL_METRICS order (NaN -> null);
+    ``versus`` and ``p_value`` are null except on the paired rows."""
 
-    def clean(x: float) -> float | None:
+    def clean(x: Any) -> float | None:
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
-    ordered = result.sort_values(["level", "model", "variant", "k", "metric"])
+    frames = [result.assign(versus=None, p_value=math.nan)]
+    if paired is not None and len(paired):
+        frames.append(paired)
+    both = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    ordered = both.assign(_v=both.versus.fillna("")).sort_values(["level", "model", "_v", "variant", "k", "metric"])
     return [
         (run_date, r.model, r.variant, int(r.k), r.metric, clean(r.value), clean(r.stderr), int(r.users),
-         r.level, source, cutoff)
+         r.level, source, cutoff, r.versus if isinstance(r.versus, str) else None, clean(r.p_value))
         for r in ordered.itertuples()
     ]

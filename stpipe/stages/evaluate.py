@@ -1,7 +1,10 @@
-"""Evaluate stage: a temporal split at a cutoff, our model and strong baselines, a report.
+"""Evaluate stage: temporal splits at one or more cutoffs, our model and strong baselines, reports.
 
-Writes ``eval_metrics`` (slice run_date, source, cutoff replaced on rerun) and
-``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots. `full` and its
+Per cutoff it writes ``eval_metrics`` (with the paired rows of `full` against each model),
+``eval_lists`` and ``eval_truth`` (each slice run_date, source, cutoff replaced on rerun) and
+``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots; with several cutoffs
+(``evaluate.cutoffs``) the source is ingested once and ``<source>-cutoffs.md`` summarises
+them. `full` and its
 ablations run the series, Granger and embed stages into a scratch warehouse holding only
 the orders before the cutoff (:func:`prepare_scratch`).
 """
@@ -19,13 +22,23 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe import tables
-from stpipe.catalogue import EVAL_METRICS, GRANGER_STATS, ITEM_EMBEDDINGS, ITEMS, ORDERS_CLEAN
-from stpipe.config import Settings, parse_date, replace
+from stpipe.catalogue import (
+    EVAL_LISTS,
+    EVAL_METRICS,
+    EVAL_TRUTH,
+    GRANGER_STATS,
+    ITEM_EMBEDDINGS,
+    ITEMS,
+    ORDERS_CLEAN,
+    Table,
+)
+from stpipe.config import EvaluateSettings, Settings, parse_date, replace
 from stpipe.errors import ConfigError
 from stpipe.evaluate import full as full_model
-from stpipe.evaluate.baselines import BASELINES, AlsGrid, Model
+from stpipe.evaluate.context import AlsGrid, EaseGrid, Model
 from stpipe.evaluate.names import MODEL_ORDER
-from stpipe.evaluate.report import write_report
+from stpipe.evaluate.registry import BASELINES
+from stpipe.evaluate.report import write_cutoffs_summary, write_report
 from stpipe.evaluate.runner import EvaluationResult, evaluate_split, metrics_rows
 from stpipe.recommend import RecommendOptions
 from stpipe.runlog import StageResult
@@ -115,16 +128,40 @@ def model_registry(
     return {name: known[name] for name in names}
 
 
+def evaluation_cutoffs(ev: EvaluateSettings) -> list[dt.date]:
+    """``evaluate.cutoffs`` when given (rolling origin), else the one ``evaluate.cutoff``."""
+    if ev.cutoffs:
+        dates = [parse_date(c, "evaluate.cutoffs") for c in ev.cutoffs]
+        if len(set(dates)) != len(dates):
+            raise ConfigError(f"evaluate.cutoffs: a date is given twice in {ev.cutoffs}")
+        return sorted(dates)
+    if not ev.cutoff:
+        raise ConfigError("evaluate.cutoff: required (--cutoff YYYY-MM-DD or --cutoffs D1,D2,...)")
+    return [parse_date(ev.cutoff, "evaluate.cutoff")]
+
+
+def add_missing_columns(spark: SparkSession, warehouse: str, table: Table) -> list[str]:
+    """Add the declared nullable columns an existing table lacks (written by older code); return
+    their names. Delta's replaceWhere overwrite does not evolve a schema by itself."""
+    if not tables.exists(spark, warehouse, table.name):
+        return []
+    have = set(tables.read(spark, warehouse, table.name).columns)
+    missing = [f for f in table.schema.fields if f.name not in have]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{tables.table_path(warehouse, table.name)}` ADD COLUMNS ({columns})")
+        log.info("table %s: added columns %s", table.name, [f.name for f in missing])
+    return [f.name for f in missing]
+
+
 def run(ctx: StageContext) -> StageResult:
     spark, settings = ctx.spark, ctx.settings
     ev = settings.evaluate
-    if not ev.cutoff:
-        raise ConfigError("evaluate.cutoff: required (--cutoff YYYY-MM-DD)")
-    cutoff = parse_date(ev.cutoff, "evaluate.cutoff")
+    cutoffs = evaluation_cutoffs(ev)
     source = settings.ingest.source
-    if ev.ingest:
-        # the run date of the ingest lies after the window, so no order counts as future
-        ingest_date = max(settings.date, cutoff + dt.timedelta(days=ev.horizon_days))
+    if ev.ingest:  # once for every cutoff
+        # the run date of the ingest lies after the last window, so no order counts as future
+        ingest_date = max(settings.date, cutoffs[-1] + dt.timedelta(days=ev.horizon_days))
         run_stage(spark, replace(settings, run_date=ingest_date.isoformat()), INGEST)
         given = ctx
     else:  # the orders already in the user's warehouse, read only
@@ -132,31 +169,64 @@ def run(ctx: StageContext) -> StageResult:
         given = StageContext(spark, there, ctx.stage)
     orders = given.read(ORDERS_CLEAN).where(F.col("source") == source)
     items = given.read(ITEMS).where(F.col("source") == source)
+    add_missing_columns(spark, ctx.warehouse, EVAL_METRICS)
+    results: dict[dt.date, EvaluationResult] = {}
+    written, reports = 0, []
+    shared: dict[Any, Any] = {}  # fits and matrices reused across the cutoffs (same orders)
+    for cutoff in cutoffs:
+        result, rows, report = evaluate_cutoff(ctx, orders, items, cutoff=cutoff, shared=shared)
+        results[cutoff] = result
+        written += rows
+        reports.append(str(report))
+    if len(cutoffs) > 1:
+        summary = write_cutoffs_summary(
+            {c.isoformat(): (r.metrics, r.paired) for c, r in results.items()},
+            Path(ev.report_dir) / f"{source}-cutoffs.md", source=source, horizon_days=ev.horizon_days,
+            k=ev.k, model_order=list(MODEL_ORDER),
+        )
+        reports.append(str(summary))
+        log.info("evaluate: summary over %d cutoffs at %s", len(cutoffs), summary)
+    return StageResult(
+        rows_in=sum(int(r.facts.get("history interactions (user, item, day)", 0)) for r in results.values()),
+        rows_out=written,
+        details={"report": reports[-1], "reports": reports,
+                 "unavailable": {c.isoformat(): r.unavailable for c, r in results.items() if r.unavailable}},
+    )
+
+
+def evaluate_cutoff(
+    ctx: StageContext, orders: DataFrame, items: DataFrame, *, cutoff: dt.date, shared: dict[Any, Any],
+) -> tuple[EvaluationResult, int, Path]:
+    """One split: its models, its slice of eval_metrics, eval_lists and eval_truth, its report."""
+    spark, settings = ctx.spark, ctx.settings
+    ev, source = settings.evaluate, settings.ingest.source
     registry = model_registry(spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff)
     result = evaluate_split(
         spark, orders, items.select("item_id", "category").toPandas(), registry,
         cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
         pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
         als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
+        ease=EaseGrid(tuple(ev.ease_l2s), tuple(ev.ease_history_weights), ev.ease_max_items),
         category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
+        seed=ev.seed, shared=shared,
     )
-    rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff)
-    df = spark.createDataFrame(rows, EVAL_METRICS.schema)
-    written = ctx.write(EVAL_METRICS, df, source=source, cutoff=cutoff)
+    rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff, paired=result.paired)
+    written = ctx.write(EVAL_METRICS, spark.createDataFrame(rows, EVAL_METRICS.schema), source=source, cutoff=cutoff)
+    keys = {"run_date": settings.date, "source": source, "cutoff": cutoff}
+    for table, frame in ((EVAL_LISTS, result.lists), (EVAL_TRUTH, result.truth)):
+        pdf = frame.assign(**keys)[table.columns()]
+        ctx.write(table, spark.createDataFrame(pdf, table.schema), source=source, cutoff=cutoff)
     report = write_report(
         result.metrics, Path(ev.report_dir) / f"{source}-{cutoff.isoformat()}",
         source=source, cutoff=cutoff.isoformat(), horizon_days=ev.horizon_days, k=ev.k,
         model_order=list(MODEL_ORDER), facts=result.facts, unavailable=result.unavailable,
+        paired=result.paired,
     )
     log.info("evaluate: report at %s", report)
     if ev.json:
         for line in json_lines(result, source=source, cutoff=cutoff):
             print(json.dumps(line, sort_keys=False), flush=True)
-    return StageResult(
-        rows_in=int(result.facts.get("history interactions (user, item, day)", 0)),
-        rows_out=written,
-        details={"report": str(report), "unavailable": result.unavailable},
-    )
+    return result, written, report
 
 
 def json_lines(result: EvaluationResult, *, source: str, cutoff: dt.date) -> list[dict[str, Any]]:
@@ -187,5 +257,6 @@ def json_lines(result: EvaluationResult, *, source: str, cutoff: dt.date) -> lis
 
 
 EVALUATE = Stage(
-    "evaluate", run, inputs=(ORDERS_CLEAN, ITEMS), outputs=(EVAL_METRICS,), config=("evaluate",)
+    "evaluate", run, inputs=(ORDERS_CLEAN, ITEMS), outputs=(EVAL_METRICS, EVAL_LISTS, EVAL_TRUTH),
+    config=("evaluate",),
 )
