@@ -263,7 +263,8 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
         "user_id", "item_id", "_qty", "_price", "_ts", F.lower("region"), "city", "_lat", "_lon"
     )
     df = (
-        df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(-1)))
+        # a line without a number is line 1 in orders_clean: the same key as a line numbered 1
+        df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(1)))
         .withColumn("_vhash", F.when(ok, values))
         .withColumn("_ok", ok)
     )
