@@ -99,8 +99,8 @@ notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline firs
 gpu-bench: setup ## the embedding core alone at several batch sizes (on a GPU machine; CPU otherwise)
 	$(PYTHON) scripts/gpu_bench.py
 
-bench: setup ## benchmarks against the standard tools (BENCH="granger embed scaling incremental" to choose)
-	$(PYTHON) -m bench $(BENCH)
+bench: setup ## benchmarks (BENCH="granger embed scaling incremental" to choose; BENCH_ROWS=200000 for incremental)
+	$(PYTHON) -m bench $(BENCH) $(if $(BENCH_ROWS),--rows $(BENCH_ROWS))
 
 clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)
 	rm -rf warehouse reports bench/results .pytest_cache spark-warehouse

@@ -130,11 +130,12 @@ def test_a_folder_source_reads_only_new_files_and_equals_a_full_refresh(spark, t
     run_stage(spark, _settings(wh, folder, "2024-03-03"), INGEST)
     kept = (folder / "part-0001.csv").read_text()
     _scramble_keeping_stamp(folder / "part-0001.csv")
-    (folder / "part-0002.csv").write_text(HEADER + C + D + D2 + A)  # A delivered again
+    # A delivered again, B corrected
+    (folder / "part-0002.csv").write_text(HEADER + C + D + D2 + A + B_FIXED)
     night = run_stage(spark, _settings(wh, folder, "2024-03-05"), INGEST)
-    assert night.details["files_read"] == 1 and night.rows_in == 4
-    assert (night.details["inserted"], night.details["updated"], night.details["unchanged"]) == (3, 0, 1)
-    assert _quantities(wh) == {"o1/1": 1, "o2/1": 2, "o3/1": 4, "o4/1": 1, "o4/2": 2}
+    assert night.details["files_read"] == 1 and night.rows_in == 5
+    assert (night.details["inserted"], night.details["updated"], night.details["unchanged"]) == (3, 1, 1)
+    assert _quantities(wh) == {"o1/1": 1, "o2/1": 3, "o3/1": 4, "o4/1": 1, "o4/2": 2}
     listed = deltalake.DeltaTable(str(Path(wh) / catalogue.INGEST_FILES.name)).to_pandas()
     assert sorted(Path(p).name for p in listed.path) == ["part-0001.csv", "part-0002.csv"]
 
@@ -142,10 +143,12 @@ def test_a_folder_source_reads_only_new_files_and_equals_a_full_refresh(spark, t
     again = run_stage(spark, _settings(wh, folder, "2024-03-05"), INGEST)
     assert again.rows_in == 0 and again.details["files_read"] == 0 and again.tables == []
 
-    # a full refresh of the same files in a fresh warehouse: the same orders_clean
+    # a full refresh of the same files in a fresh warehouse: the same orders_clean (part 2's
+    # B supersedes part 1's, A's second copy is a duplicate)
     (folder / "part-0001.csv").write_text(kept)
     fresh = str(tmp_path / "fresh")
-    run_stage(spark, _settings(fresh, folder, "2024-03-05", **{"ingest.incremental": False}), INGEST)
+    full = run_stage(spark, _settings(fresh, folder, "2024-03-05", **{"ingest.incremental": False}), INGEST)
+    assert full.details["reasons"] == {"bad_quantity": 1, "duplicate_row": 1, "superseded": 1}
     pd.testing.assert_frame_equal(_orders(fresh), _orders(wh))
 
 

@@ -216,8 +216,10 @@ def write_full(ctx: StageContext, p: Prepared) -> tuple[int, int, int]:
 def merge_new(ctx: StageContext, p: Prepared, merged: dict[str, dict[str, int]]) -> tuple[int, int, int]:
     """Merge the night's frames (orders_clean last); fill ``merged`` with what each merge did."""
     small = p.rows_read - p.erased - sum(p.reasons.values()) <= BROADCAST_MAX_LINES
-    q = ctx.merge(ORDERS_QUARANTINE, p.quarantine, keys=["source", "reason", "raw_record"],
-                  compare=[], small_batch=small, source=p.source)
+    q = tables.Merged(None, 0, 0, 0)  # the night's count found no bad row: nothing to merge
+    if p.reasons:
+        q = ctx.merge(ORDERS_QUARANTINE, p.quarantine, keys=["source", "reason", "raw_record"],
+                      compare=[], small_batch=small, source=p.source)
     i = ctx.merge(ITEMS, p.items, keys=["source", "item_id"], small_batch=True, source=p.source)
     o = ctx.merge(ORDERS_CLEAN, p.orders, keys=["source", "order_id", "line_no"],
                   small_batch=small, source=p.source)
@@ -233,7 +235,11 @@ def run(ctx: StageContext) -> StageResult:
     check_one_source(ctx, settings.ingest.source, mixed_sources=settings.ingest.mixed_sources)
     source = settings.ingest.source
     last_date = last_order_date(ctx, source) if settings.ingest.incremental else None
-    merging = last_date is not None  # nothing of the source yet: a first, full ingest
+    # a first, full ingest when nothing of the source is there yet, or when the id map is
+    # asked for and missing (it needs every raw id, which only the whole input holds)
+    privacy_ = settings.privacy
+    map_missing = privacy_.keep_id_map and privacy_.pseudonymize and not ctx.exists(USER_ID_MAP)
+    merging = last_date is not None and not map_missing
     raw = read_source(ctx.spark, settings.ingest, skip=ingested_files(ctx, source) if merging else None)
     since = incremental.since_date(last_date, settings.ingest.late_days)
     if raw.tracks_files:
