@@ -19,7 +19,7 @@ from jobs import ingest as ingest_job
 from stpipe import catalogue
 from stpipe.cli import base_parser
 from stpipe.config import load_settings
-from stpipe.incremental import since_date
+from stpipe.incremental import FileStamp, new_files, since_date, stamp
 from stpipe.stages import INGEST, run_stage
 from tests.helpers import read_sorted
 
@@ -111,6 +111,18 @@ def test_since_date():
     assert since_date(None, 3) is None
     assert since_date(dt.date(2024, 3, 2), 3) == dt.date(2024, 2, 28)
     assert since_date(dt.date(2024, 3, 2), 0) == dt.date(2024, 3, 2)
+
+
+def test_a_file_is_new_until_its_path_size_and_time_are_recorded(tmp_path):
+    old, grown = tmp_path / "a.csv", tmp_path / "b.csv"
+    old.write_text("x\n")
+    grown.write_text("y\n")
+    recorded = [FileStamp(str(old.resolve()), 2, old.stat().st_mtime_ns), stamp(grown)]
+    assert new_files([old, grown], recorded) == []
+    grown.write_text("y\nz\n")  # appended to: a new size
+    fresh = tmp_path / "c.csv"
+    fresh.write_text("w\n")
+    assert new_files([old, grown, fresh], recorded) == [grown, fresh]
 
 
 def _scramble_keeping_stamp(path: Path) -> None:

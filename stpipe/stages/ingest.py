@@ -251,10 +251,7 @@ def run(ctx: StageContext) -> StageResult:
                 allow_empty=merging)
     merged: dict[str, dict[str, int]] = {}
     try:
-        if merging:
-            n_clean, n_quarantine, n_items = merge_new(ctx, p, merged)
-        else:
-            n_clean, n_quarantine, n_items = write_full(ctx, p)
+        # before orders_clean: its last order date is where a file source starts next time
         n_reviews = None
         if p.reviews is not None:  # read whole every night: replaced
             n_reviews = ctx.write(REVIEWS, p.reviews, source=p.source)
@@ -266,6 +263,10 @@ def run(ctx: StageContext) -> StageResult:
                 ctx.merge(USER_ID_MAP, ids, keys=["source", "user_id"], compare=[], source=p.source)
             else:
                 ctx.write(USER_ID_MAP, ids, source=p.source)
+        if merging:
+            n_clean, n_quarantine, n_items = merge_new(ctx, p, merged)
+        else:
+            n_clean, n_quarantine, n_items = write_full(ctx, p)
     finally:
         p.checked.unpersist()
 
