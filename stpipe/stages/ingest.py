@@ -207,10 +207,12 @@ BROADCAST_MAX_LINES = 500_000
 
 
 def write_full(ctx: StageContext, p: Prepared) -> tuple[int, int, int]:
-    """Replace the source's slices (the first night, a full refresh): (clean, quarantined, items)."""
-    n_clean = ctx.write(ORDERS_CLEAN, p.orders, source=p.source)
+    """Replace the source's slices (the first night, a full refresh): (clean, quarantined, items).
+
+    ``orders_clean`` last: a first night killed before it is a first night again."""
     n_quarantine = ctx.write(ORDERS_QUARANTINE, p.quarantine, source=p.source)
-    return n_clean, n_quarantine, ctx.write(ITEMS, p.items, source=p.source)
+    n_items = ctx.write(ITEMS, p.items, source=p.source)
+    return ctx.write(ORDERS_CLEAN, p.orders, source=p.source), n_quarantine, n_items
 
 
 def merge_new(ctx: StageContext, p: Prepared, merged: dict[str, dict[str, int]]) -> tuple[int, int, int]:
