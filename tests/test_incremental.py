@@ -31,6 +31,7 @@ BAD = "o9,1,u9,i9,x,5.0,2024-03-02 12:00:00,south\n"  # bad_quantity
 C = "o3,1,u3,i1,4,10.0,2024-03-03 09:00:00,east\n"
 D = "o4,1,u1,i3,1,7.5,2024-03-04 08:00:00,north\n"
 D2 = "o4,2,u1,i2,2,5.0,2024-03-04 08:00:00,north\n"
+E = "o6,1,u2,i3,1,7.5,2024-03-05 08:00:00,south\n"
 
 
 def _settings(warehouse: str, input_path: Path, date: str, **extra):
@@ -155,11 +156,21 @@ def test_a_folder_source_reads_only_new_files_and_equals_a_full_refresh(spark, t
     again = run_stage(spark, _settings(wh, folder, "2024-03-05"), INGEST)
     assert again.rows_in == 0 and again.details["files_read"] == 0 and again.tables == []
 
+    # a line appended to part 2 (a new size): the file is read again, its row in the list updated
+    with (folder / "part-0002.csv").open("a") as fh:
+        fh.write(E)
+    grown = run_stage(spark, _settings(wh, folder, "2024-03-06"), INGEST)
+    assert grown.details["files_read"] == 1 and grown.rows_in == 6
+    assert (grown.details["inserted"], grown.details["updated"], grown.details["unchanged"]) == (1, 0, 5)
+    listed = deltalake.DeltaTable(str(Path(wh) / catalogue.INGEST_FILES.name)).to_pandas()
+    sizes = dict(zip(listed.path.map(lambda p: Path(p).name), listed["size"], strict=True))
+    assert sizes == {"part-0001.csv": len(kept), "part-0002.csv": (folder / "part-0002.csv").stat().st_size}
+
     # a full refresh of the same files in a fresh warehouse: the same orders_clean (part 2's
     # B supersedes part 1's, A's second copy is a duplicate)
     (folder / "part-0001.csv").write_text(kept)
     fresh = str(tmp_path / "fresh")
-    full = run_stage(spark, _settings(fresh, folder, "2024-03-05", **{"ingest.incremental": False}), INGEST)
+    full = run_stage(spark, _settings(fresh, folder, "2024-03-06", **{"ingest.incremental": False}), INGEST)
     assert full.details["reasons"] == {"bad_quantity": 1, "duplicate_row": 1, "superseded": 1}
     pd.testing.assert_frame_equal(_orders(fresh), _orders(wh))
 

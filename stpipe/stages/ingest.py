@@ -242,7 +242,8 @@ def run(ctx: StageContext) -> StageResult:
     privacy_ = settings.privacy
     map_missing = privacy_.keep_id_map and privacy_.pseudonymize and not ctx.exists(USER_ID_MAP)
     merging = last_date is not None and not map_missing
-    raw = read_source(ctx.spark, settings.ingest, skip=ingested_files(ctx, source) if merging else None)
+    skip = ingested_files(ctx, source) if merging else None
+    raw = read_source(ctx.spark, settings.ingest, skip=skip)
     since = incremental.since_date(last_date, settings.ingest.late_days)
     if raw.tracks_files:
         since = None  # the new files are what is new, whatever their dates
@@ -288,7 +289,7 @@ def run(ctx: StageContext) -> StageResult:
             f"+ erased {p.erased} for source {p.source}"
         )
     if raw.tracks_files:  # after the lines: a night killed before this reads its files again
-        record_files(ctx, raw, merging=merging)
+        record_files(ctx, raw, merging=merging, listed={f.path for f in skip or ()})
     details: dict[str, Any] = {
         "quarantined": n_quarantine, "reasons": p.reasons, ITEMS.name: n_items,
         "erased": p.erased, "dropped_columns": p.unknown_fields,
@@ -305,11 +306,16 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(rows_in=p.rows_read, rows_out=n_clean, details=details)
 
 
-def record_files(ctx: StageContext, raw: RawInput, *, merging: bool) -> None:
-    """List the files read in ``ingest_files`` (a full ingest: replaces the source's list)."""
+def record_files(ctx: StageContext, raw: RawInput, *, merging: bool, listed: set[str]) -> None:
+    """List the files read in ``ingest_files`` (a full ingest: replaces the source's list);
+    ``listed``: the paths listed before."""
+    if merging and not raw.files:
+        return  # nothing new was read: nothing to list (and no empty commit)
     rows = [(raw.source, f.path, f.size, f.mtime_ns, ctx.run_date) for f in raw.files]
     df = ctx.spark.createDataFrame(rows, INGEST_FILES.schema).coalesce(1)
-    if merging:
+    if merging and not listed & {f.path for f in raw.files}:
+        ctx.append(INGEST_FILES, df)  # only files never seen: no need to join with the list
+    elif merging:  # a listed file that changed: its row is updated
         ctx.merge(INGEST_FILES, df, keys=["source", "path"], compare=["size", "mtime_ns"],
                   small_batch=True, source=raw.source)
     else:
