@@ -46,7 +46,10 @@ SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
 JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
 EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
 EVAL_INPUT  ?= $(if $(INPUT),$(INPUT),../shared/datasets/uci_online_retail_2011h1/online_retail_2011h1.csv.gz)
-INGEST_ARGS = --source $(SOURCE) $(if $(INPUT),--input $(INPUT)) --rows $(ROWS) --seed $(SEED)
+# FULL_REFRESH=1: re-read the whole source and replace its slices (default: merge what is new)
+FULL_REFRESH ?=
+INGEST_ARGS = --source $(SOURCE) $(if $(INPUT),--input $(INPUT)) --rows $(ROWS) --seed $(SEED) \
+	$(if $(FULL_REFRESH),--full-refresh)
 
 .PHONY: help setup run nightly ingest forget test test-fast lint bench notebooks evaluate gpu-bench package clean
 
@@ -96,8 +99,8 @@ notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline firs
 gpu-bench: setup ## the embedding core alone at several batch sizes (on a GPU machine; CPU otherwise)
 	$(PYTHON) scripts/gpu_bench.py
 
-bench: setup ## benchmarks against the standard tools (BENCH="granger embed scaling" to choose)
-	$(PYTHON) -m bench $(BENCH)
+bench: setup ## benchmarks (BENCH="granger embed scaling incremental" to choose; BENCH_ROWS=200000 for incremental)
+	$(PYTHON) -m bench $(BENCH) $(if $(BENCH_ROWS),--rows $(BENCH_ROWS))
 
 clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)
 	rm -rf warehouse reports bench/results .pytest_cache spark-warehouse

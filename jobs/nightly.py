@@ -3,6 +3,7 @@
     python -m jobs.nightly --date 2024-06-29
     python -m jobs.nightly --date 2024-06-29 --force-stage ingest
     python -m jobs.nightly --date 2011-11-10 --no-ingest    # the stages on what is there
+    python -m jobs.nightly --date 2024-06-29 --full-refresh # re-read the whole source
     spark-submit jobs/nightly.py --date 2024-06-29 --source olist --input PATH
 
 Stages whose outputs for the date are complete (see ``stpipe.stages.orchestrate``) are
@@ -64,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--force-stage", action="append", default=[])
     parser.add_argument("--no-ingest", action="store_true")
+    parser.add_argument("--full-refresh", action="store_true")
     forced, _ = parser.parse_known_args(argv)
-    stage = nightly_stage(forced.force, tuple(forced.force_stage), not forced.no_ingest)
+    # a full refresh is asked for a reason (corrections): ingest runs even when complete
+    refresh = forced.full_refresh and not forced.no_ingest
+    force_stages = (*forced.force_stage, *((INGEST.name,) if refresh else ()))
+    stage = nightly_stage(forced.force, tuple(force_stages), not forced.no_ingest)
     return main_for(
         stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides
     )

@@ -129,12 +129,19 @@ USER_ID_MAP = Table(
     "pseudonym -> raw user id, only with privacy.keep_id_map (for serving)",
     readers="consumers (the serving layer); no stage", slice_by=("source",),
 )
+INGEST_FILES = Table(
+    "ingest_files", schema.INGEST_FILES,
+    "the files of a folder source already ingested (path, size, modification time)",
+    readers="ingest (reuse: a folder source reads only files not listed); consumers (operators)",
+    slice_by=("source",),
+)
 
 ALL: tuple[Table, ...] = (
     ORDERS_CLEAN, ORDERS_QUARANTINE, ITEMS, REVIEWS, USER_TIME_FEATURES, ITEM_TIME_FEATURES,
     REGION_ITEM_FEATURES, USER_SPACE_FEATURES, SALES_SERIES, GRANGER_STATS, ITEM_EMBEDDINGS,
     USER_EMBEDDINGS, FUSION_WEIGHTS, RECOMMENDATIONS, EVAL_METRICS, EVAL_LISTS, EVAL_TRUTH,
     RUN_LOG, ERASURES, USER_ID_MAP,
+    INGEST_FILES,
 )
 # The tables that hold a user_id column (what jobs.forget deletes from).
 PERSONAL: tuple[Table, ...] = tuple(t for t in ALL if "user_id" in t.columns() and t is not ERASURES)

@@ -54,6 +54,8 @@ REASONS: dict[str, str] = {
     "duplicate_row": "an exact duplicate of an earlier line of the same order (the first is kept)",
     "conflicting_duplicate": "same order_id and line_no as another line with different values "
     "(every version is quarantined: none can be trusted)",
+    "superseded": "a folder source's later file (by name) delivers the same order_id and line_no "
+    "with other values: the later version is kept, as an incremental night would apply it",
 }
 # Adapter-specific reason codes (set before cleaning), also documented in the README.
 ADAPTER_REASONS: dict[str, str] = {
@@ -253,7 +255,8 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
     Within one order: lines with the same line number and the same values, or with the
     very same original record (``raw_record``; sources whose line number is the position
     in the file), are duplicates; lines sharing a line number with different values are
-    conflicting. Every window below refines the clustering by ``_order_key`` made by
+    conflicting, except that of several files the last one's versions win (an earlier file's
+    other version is ``superseded``). Every window below refines the clustering by ``_order_key`` made by
     :func:`cluster_by_order`, so they need no shuffle of their own.
     """
     if ORDER_KEY not in df.columns:
@@ -263,7 +266,8 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
         "user_id", "item_id", "_qty", "_price", "_ts", F.lower("region"), "city", "_lat", "_lon"
     )
     df = (
-        df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(-1)))
+        # a line without a number is line 1 in orders_clean: the same key as a line numbered 1
+        df.withColumn("_line_key", F.coalesce(F.col("_line_no").cast("long"), F.lit(1)))
         .withColumn("_vhash", F.when(ok, values))
         .withColumn("_ok", ok)
     )
@@ -273,8 +277,17 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
     )
     same_values = Window.partitionBy(ORDER_KEY, "_line_key", "_vhash").orderBy(*order)
     same_record = Window.partitionBy(ORDER_KEY, "_ok", "raw_record").orderBy(*order)
+    # Several files (a folder source): the versions of a line in the last file (by name, the
+    # delivery order) win; an earlier file's different version is superseded, as an incremental
+    # night that merges the later file updates it. Conflicts count within the last file.
+    last_file = F.max(F.when(ok, F.col("source_file"))).over(by_line)
+    in_last = F.coalesce(F.col("source_file") == last_file, F.lit(True))
+    last_hashes = F.collect_set(F.when(ok & in_last, F.col("_vhash"))).over(by_line)
+    in_last_versions = F.coalesce(F.array_contains(last_hashes, F.col("_vhash")), F.lit(False))
+    last_vhash = F.when(ok & in_last, F.col("_vhash"))
     df = (
-        df.withColumn("_conflict", F.min("_vhash").over(by_line) != F.max("_vhash").over(by_line))
+        df.withColumn("_superseded", ~in_last & ~in_last_versions)
+        .withColumn("_conflict", F.min(last_vhash).over(by_line) != F.max(last_vhash).over(by_line))
         .withColumn("_copy", F.row_number().over(same_values))
         .withColumn("_raw_copy", F.row_number().over(same_record))
     )
@@ -282,6 +295,7 @@ def mark_duplicates(df: DataFrame) -> DataFrame:
         "reason",
         F.when(ok & (F.col("_copy") > 1), F.lit("duplicate_row"))
         .when(ok & (F.col("_raw_copy") > 1), F.lit("duplicate_row"))
+        .when(ok & F.col("_superseded"), F.lit("superseded"))
         .when(ok & F.col("_conflict"), F.lit("conflicting_duplicate"))
         .otherwise(F.col("reason")),
     )

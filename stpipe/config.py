@@ -90,6 +90,11 @@ class IngestSettings:
     # canonical adapter: time zone of timestamps written without an offset; CSV delimiter
     # A warehouse holds one source; true lets a second source land beside the first.
     mixed_sources: bool = False
+    # Incremental nights: a folder source reads only files not ingested before; a file source
+    # (and the generator) only order dates after the last one ingested minus late_days; lines are
+    # merged on (source, order_id, line_no). false (--full-refresh) rebuilds the source's slices.
+    incremental: bool = True
+    late_days: int = 3
     canonical_timezone: str = "UTC"
     csv_delimiter: str = ","
 
@@ -379,6 +384,8 @@ def check_values(settings: Settings) -> Settings:
             f"(known: {', '.join(FUSION_OBJECTIVES)})"
         )
     check_finetune(settings.model.encoder, settings.model.finetune)
+    if settings.ingest.late_days < 0:
+        raise ConfigError(f"ingest.late_days: must be 0 or more, got {settings.ingest.late_days}")
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(
             f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "

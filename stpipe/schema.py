@@ -286,6 +286,18 @@ USER_ID_MAP = T.StructType(
 )
 
 
+# One row per input file of a folder source that ingest has read (committed after its lines).
+INGEST_FILES = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("size", T.LongType(), False),
+        T.StructField("mtime_ns", T.LongType(), False),
+        T.StructField("run_date", T.DateType(), False),
+    ]
+)
+
+
 RUN_LOG = T.StructType(
     [
         T.StructField("run_date", T.DateType(), False),

@@ -82,6 +82,26 @@ def test_duplicates_first_copy_kept_and_conflicts_all_quarantined(spark):
     assert got == {0: None, 1: "duplicate_row", 2: "conflicting_duplicate", 3: "conflicting_duplicate", 4: None, 5: "duplicate_row"}
 
 
+def test_of_several_files_the_last_ones_version_of_a_line_wins(spark):
+    b1 = ("O2", "1", "U1", "I1", "1", "1.00", "2024-03-01 10:00:00", "North", None, None, None)
+    b2 = ("O2", "1", "U1", "I1", "3", "1.00", "2024-03-01 10:00:00", "North", None, None, None)
+    b4 = ("O2", "1", "U1", "I1", "4", "1.00", "2024-03-01 10:00:00", "North", None, None, None)
+    c1 = ("O3", "1", "U2", "I2", "1", "2.00", "2024-03-01 11:00:00", "North", None, None, None)
+    c2 = ("O3", "1", "U2", "I2", "2", "2.00", "2024-03-01 11:00:00", "North", None, None, None)
+    # part-1: b1, c1; part-2: b2 (a correction of b1); part-3: c1 again and c2 (a conflict)
+    raw = _raw(spark, [b1, c1, b2, c1, c2, b4])
+    files = {0: "part-1.csv", 1: "part-1.csv", 2: "part-2.csv", 3: "part-3.csv", 4: "part-3.csv", 5: "part-0.csv"}
+    raw = raw.withColumn("source_file", F.element_at(
+        F.create_map(*[F.lit(x) for k, v in files.items() for x in (k, v)]), F.col("source_row")
+    ))
+    checked = clean.mark_duplicates(clean.validate_orders(raw, run_date=dt.date(2024, 6, 1)))
+    got = {r["source_row"]: r["reason"] for r in checked.collect()}
+    assert got == {
+        0: "superseded", 2: None, 5: "superseded",  # O2: part-2's version is kept
+        1: "conflicting_duplicate", 3: "duplicate_row", 4: "conflicting_duplicate",  # O3
+    }
+
+
 def test_validate_first_failing_rule_wins(spark):
     good = ("O1", "1", "U1", "I1", "2", "9.99", "2024-03-01 10:00:00", "North", None, None, None)
     no_user_bad_qty = ("O2", "1", "", "I1", "-1", "9.99", "2024-03-01 10:00:00", "North", None, None, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from stpipe.errors import InputError
+from stpipe.incremental import FileStamp
 from stpipe.schema import RAW_META_COLUMNS, RAW_ORDER_COLUMNS
 
 CORRUPT = "_corrupt_record"
@@ -38,6 +40,19 @@ class RawInput:
     known_fields: tuple[str, ...] = tuple(RAW_ORDER_COLUMNS)
     id_fields: tuple[str, ...] = ("user_id",)
     unknown_fields: tuple[str, ...] = ()
+    # A folder source (new files are what is new): the files read, to record once ingested.
+    # Otherwise (a file source, the generator) what is new is told by the order dates.
+    tracks_files: bool = False
+    files: tuple[FileStamp, ...] = ()
+
+
+def empty_raw_orders(spark: SparkSession) -> DataFrame:
+    """Raw order lines with no row (a folder source without new files)."""
+    schema = T.StructType(
+        [T.StructField(c, T.StringType()) for c in RAW_ORDER_COLUMNS]
+        + [T.StructField(c, T.LongType() if c == "source_row" else T.StringType()) for c in RAW_META_COLUMNS]
+    )
+    return spark.createDataFrame([], schema)
 
 
 def raw_record(columns: list[str]) -> Column:
@@ -65,7 +80,8 @@ def existing_path(path: str | Path, what: str = "input") -> Path:
     return p
 
 
-def _data_files(path: Path) -> list[Path]:
+def data_files(path: Path) -> list[Path]:
+    """The file itself, or a folder's data files (names starting with '.' or '_' left out), sorted."""
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
@@ -90,7 +106,7 @@ def csv_header(path: Path, *, delimiter: str = ",") -> list[str]:
 
     Raises InputError naming the file when it is empty or has duplicate column names.
     """
-    files = [f for f in _data_files(path) if f.stat().st_size > 0]
+    files = [f for f in data_files(path) if f.stat().st_size > 0]
     if not files:
         raise InputError(f"{path}: empty file, no header line")
     line = _first_line(files[0]).rstrip("\r\n")
@@ -115,6 +131,7 @@ def read_csv_strings(
     delimiter: str = ",",
     multi_line: bool = True,
     what: str = "input",
+    files: Sequence[Path] | None = None,
 ) -> tuple[DataFrame, list[str]]:
     """Read a CSV file or folder with every column as a string, nothing dropped.
 
@@ -124,10 +141,11 @@ def read_csv_strings(
     line into the header's fields, ``header_row`` when the line repeats the header,
     else null) are added. Raises InputError naming the
     file and column when a required column is missing, and naming the file when it
-    is empty (a header without rows is found by the job's first count).
+    is empty (a header without rows is found by the job's first count). ``files``: read only
+    these files of the folder ``path`` (the header is the first one's).
     """
     p = existing_path(path, what)
-    names = csv_header(p, delimiter=delimiter)
+    names = csv_header(Path(files[0]) if files else p, delimiter=delimiter)
     lowered = {n.lower(): n for n in names}
     missing = [c for c in required if c.lower() not in lowered]
     if missing:
@@ -151,7 +169,7 @@ def read_csv_strings(
         .option("columnNameOfCorruptRecord", CORRUPT)
         .option("enforceSchema", "true")
         .option("maxCharsPerColumn", "-1")
-        .csv(str(p))
+        .csv([str(f) for f in files] if files else str(p))
     )
     # Rename to the canonical spelling of required columns (header matched case-insensitively).
     rename = {lowered[c.lower()]: c for c in required}

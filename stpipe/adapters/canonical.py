@@ -7,6 +7,10 @@
 * a single orders file, or a folder of orders part files; items are then derived from
   the item ids (title = item id, category ``unknown``).
 
+Orders as a folder of part files are a *folder source*: an incremental night reads only the
+part files not ingested before (``skip``: the stamps ``ingest_files`` holds); items are
+read whole every night (a catalogue, merged on item id).
+
 Orders need :data:`~stpipe.schema.REQUIRED_ORDER_COLUMNS`; ``line_no``, ``city``, ``lat``
 and ``lon`` are optional (a missing ``line_no`` becomes the position of the line within
 its order, in file order). Unknown extra columns are dropped (ingest names them; raw_record keeps known columns only).
@@ -18,6 +22,7 @@ vanishes); CSV items may hold quoted line breaks. Timestamps without an offset a
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -25,6 +30,8 @@ from pyspark.sql import functions as F
 
 from stpipe.adapters.base import (
     RawInput,
+    data_files,
+    empty_raw_orders,
     existing_path,
     finish_raw_orders,
     raw_record,
@@ -32,6 +39,7 @@ from stpipe.adapters.base import (
 )
 from stpipe.config import IngestSettings
 from stpipe.errors import InputError
+from stpipe.incremental import FileStamp, new_files, stamp
 from stpipe.schema import RAW_ORDER_COLUMNS, REQUIRED_ORDER_COLUMNS, require_columns
 
 SOURCE = "canonical"
@@ -60,13 +68,17 @@ def _is_parquet(path: Path) -> bool:
 
 
 def read_table(
-    spark: SparkSession, path: Path, required: list[str], *, delimiter: str, multi_line: bool
+    spark: SparkSession, path: Path, required: list[str], *, delimiter: str, multi_line: bool,
+    files: Sequence[Path] | None = None,
 ) -> tuple[DataFrame, list[str]]:
-    """Parquet or CSV as string columns with ``source_file``, ``source_row`` and ``parse_error``."""
+    """Parquet or CSV as string columns with ``source_file``, ``source_row`` and ``parse_error``
+    (``files``: only these files of the folder ``path``)."""
     if not _is_parquet(path):
-        return read_csv_strings(spark, path, required, delimiter=delimiter, multi_line=multi_line)
+        return read_csv_strings(
+            spark, path, required, delimiter=delimiter, multi_line=multi_line, files=files
+        )
     try:
-        df = spark.read.parquet(str(path))
+        df = spark.read.parquet(*[str(f) for f in files]) if files else spark.read.parquet(str(path))
     except Exception as exc:  # unreadable footer, not Parquet at all
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise InputError(f"{path}: cannot read as Parquet ({first[:200]})") from None
@@ -96,14 +108,25 @@ def to_raw_orders(df: DataFrame, names: list[str]) -> DataFrame:
     return finish_raw_orders(out)
 
 
-def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
-    """Read canonical orders (and items) from ``ingest.input``."""
+def read_source(
+    spark: SparkSession, ingest: IngestSettings, *, skip: Collection[FileStamp] | None = None
+) -> RawInput:
+    """Read canonical orders (and items) from ``ingest.input``; of a folder of order files,
+    only those whose stamp is not in ``skip`` (None: all)."""
     path = existing_path(ingest.input or "", "input")
     orders_path, items_path = locate(path)
-    orders, names = read_table(
-        spark, orders_path, REQUIRED_ORDER_COLUMNS, delimiter=ingest.csv_delimiter, multi_line=False
-    )
-    raw_orders = to_raw_orders(orders, names)
+    by_files = orders_path.is_dir()
+    files = data_files(orders_path) if by_files else None
+    if files and skip:
+        files = new_files(files, skip)
+    if files == [] and skip:  # nothing new in the folder
+        raw_orders, names = empty_raw_orders(spark), []
+    else:
+        orders, names = read_table(
+            spark, orders_path, REQUIRED_ORDER_COLUMNS, delimiter=ingest.csv_delimiter,
+            multi_line=False, files=files,
+        )
+        raw_orders = to_raw_orders(orders, names)
     if items_path is not None:
         items_df, item_names = read_table(
             spark, items_path, ["item_id"], delimiter=ingest.csv_delimiter, multi_line=True
@@ -123,4 +146,5 @@ def read_source(spark: SparkSession, ingest: IngestSettings) -> RawInput:
     return RawInput(
         source=SOURCE, orders=raw_orders, items=items, naive_timezone=ingest.canonical_timezone,
         unknown_fields=tuple(n for n in names if n not in RAW_ORDER_COLUMNS),
+        tracks_files=by_files, files=tuple(stamp(f) for f in files or ()),
     )

@@ -106,6 +106,30 @@ class StageContext:
         self.commits[table.name] = done.version
         return done.rows
 
+    def merge(
+        self, table: Table, df: DataFrame, *, keys: list[str], compare: list[str] | None = None,
+        small_batch: bool = False, **slice_values: object,
+    ) -> tables.Merged:
+        """Merge ``df`` into the table's slice on ``keys`` (see :func:`stpipe.tables.merge`);
+        a merge that changed nothing commits nothing and is not counted as a write."""
+        self._check(table, self.stage.outputs, "writes")
+        if set(slice_values) != set(table.slice_by):
+            raise PipelineError(
+                f"table {table.name} is merged within slice {list(table.slice_by)}, "
+                f"got {sorted(slice_values)}"
+            )
+        done = tables.merge(
+            df, self.warehouse, table.name, keys=keys, scope=slice_values, compare=compare,
+            partition_by=list(table.partition_by) or None,
+            max_records_per_file=self.settings.storage.max_records_per_file,
+            small_batch=small_batch,
+        )
+        if done.version is not None:
+            if table.name not in self.written:
+                self.written.append(table.name)
+            self.commits[table.name] = done.version
+        return done
+
     def delete(self, table: Table, condition: Column) -> int:
         """Delete a declared output's rows matching ``condition`` (one commit); return how many."""
         self._check(table, self.stage.outputs, "writes")
