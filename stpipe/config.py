@@ -357,12 +357,16 @@ ITEM_MODELS = ("ease", "jaccard")
 FUSION_OBJECTIVES = ("listwise", "pointwise")
 
 
+def _one_of(value: str, known: tuple[str, ...], key: str, what: str) -> None:
+    if value not in known:
+        raise ConfigError(f"{key}: unknown {what} {value!r} (known: {', '.join(known)})")
+
+
 def check_values(settings: Settings) -> Settings:
     """Values that name things: a known source, a report folder without ``..``."""
-    if settings.ingest.source not in SOURCES:
-        raise ConfigError(
-            f"ingest.source: unknown source {settings.ingest.source!r} (known: {', '.join(SOURCES)})"
-        )
+    _one_of(settings.ingest.source, SOURCES, "ingest.source", "source")
+    _one_of(settings.recommend.item_model, ITEM_MODELS, "recommend.item_model", "model")
+    _one_of(settings.recommend.fusion_objective, FUSION_OBJECTIVES, "recommend.fusion_objective", "objective")
     from stpipe.catalogue import BY_NAME  # here: the catalogue's schemas import pyspark
 
     unknown = sorted(set(settings.storage.keep_days_by_table) - set(BY_NAME))
@@ -372,16 +376,6 @@ def check_values(settings: Settings) -> Settings:
         raise ConfigError(
             "storage: compact_min_files must be 2 or more and vacuum_every_days 0 or more, got "
             f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
-        )
-    if settings.recommend.item_model not in ITEM_MODELS:
-        raise ConfigError(
-            f"recommend.item_model: unknown model {settings.recommend.item_model!r} (known: "
-            f"{', '.join(ITEM_MODELS)})"
-        )
-    if settings.recommend.fusion_objective not in FUSION_OBJECTIVES:
-        raise ConfigError(
-            f"recommend.fusion_objective: unknown objective {settings.recommend.fusion_objective!r} "
-            f"(known: {', '.join(FUSION_OBJECTIVES)})"
         )
     check_finetune(settings.model.encoder, settings.model.finetune)
     if settings.ingest.late_days < 0:

@@ -323,38 +323,6 @@ def append(df: DataFrame, warehouse: str, name: str) -> None:
     with_retries(lambda: df.write.format("delta").mode("append").save(path), what=f"appending to {name}")
 
 
-def housekeeping(
-    spark: SparkSession,
-    warehouse: str,
-    name: str,
-    *,
-    retention_hours: int,
-    optimize: bool = True,
-    vacuum: bool = True,
-    max_file_mb: int | None = None,
-) -> None:
-    """OPTIMIZE (compact small files) and VACUUM old files of one table (when it exists)."""
-    if not exists(spark, warehouse, name) or not (optimize or vacuum):
-        return
-    table = DeltaTable.forPath(spark, table_path(warehouse, name))
-    if optimize:
-        if max_file_mb:
-            size = str(max_file_mb * 1024 * 1024)
-            spark.conf.set("spark.databricks.delta.optimize.maxFileSize", size)
-            spark.conf.set("spark.databricks.delta.optimize.minFileSize", size)
-        table.optimize().executeCompaction()
-    if vacuum:
-        if retention_hours < DEFAULT_RETENTION_HOURS:
-            spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        if retention_hours == 0:
-            table.vacuum(0)
-        else:
-            # Delta ignores any other VACUUM RETAIN value (with a warning) and keeps what
-            # the table's delta.deletedFileRetentionDuration says: set it from the config.
-            _set_file_retention(spark, table, warehouse, name, retention_hours)
-            table.vacuum()
-
-
 RETENTION_METADATA = json.dumps({"stpipe_retention": True})
 
 
@@ -392,24 +360,6 @@ def delete_rows(
             if metadata is not None:
                 spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     return rows
-
-
-DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration (1 week)
-RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
-
-
-def _set_file_retention(
-    spark: SparkSession, table: DeltaTable, warehouse: str, name: str, hours: int
-) -> None:
-    """Make the table keep removed files ``hours`` hours (one commit, only when it changes)."""
-    current = table.detail().select("properties").first()["properties"].get(RETENTION_PROPERTY)
-    wanted = f"interval {hours} hours"
-    if current == wanted or (current is None and hours == DEFAULT_RETENTION_HOURS):
-        return
-    spark.sql(
-        f"ALTER TABLE delta.`{table_path(warehouse, name)}` "
-        f"SET TBLPROPERTIES ('{RETENTION_PROPERTY}' = '{wanted}')"
-    )
 
 
 # Commits that rewrite or delete files, or set housekeeping properties, without changing rows.

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers import read_sorted
 
-from stpipe import catalogue, stages, tables
+from stpipe import catalogue, stages, tables, upkeep
 from stpipe.catalogue import Table
 from stpipe.config import load_settings, replace
 from stpipe.errors import ConfigError, PipelineError
@@ -254,7 +254,7 @@ def test_vacuum_keeps_removed_files_for_the_configured_retention(spark, warehous
         result = orchestrate.housekeep(_ctx(spark, settings), [name])
         assert result.details["done"][name] == []
     for _ in range(2):  # a VACUUM that runs keeps removed files the configured 200 hours
-        tables.housekeeping(spark, warehouse, name, retention_hours=200, optimize=False, vacuum=True)
+        upkeep.housekeeping(spark, warehouse, name, retention_hours=200, optimize=False, vacuum=True)
     table = deltalake.DeltaTable(str(path))
     assert table.metadata().configuration["delta.deletedFileRetentionDuration"] == "interval 200 hours"
     operations = [h["operation"] for h in table.history()]

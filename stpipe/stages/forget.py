@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from stpipe import privacy, tables
+from stpipe import privacy, upkeep
 from stpipe.catalogue import ERASURES, ORDERS_QUARANTINE, PERSONAL
 from stpipe.clean import normalise_id
 from stpipe.errors import ConfigError
@@ -72,7 +72,7 @@ def forget_stage(user_ids: Sequence[str], source: str) -> Stage:
         touched = [name for name, n in deleted.items() if n]
         if touched:
             for name in touched:
-                tables.housekeeping(
+                upkeep.housekeeping(
                     ctx.spark, ctx.warehouse, name, optimize=False, vacuum=True,
                     retention_hours=settings.storage.vacuum_retention_hours,
                 )

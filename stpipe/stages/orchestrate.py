@@ -248,7 +248,7 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
             vacuum_every_days=storage.vacuum_every_days,
             optimize=storage.optimize, vacuum=storage.vacuum, after_crash=after_crash,
         )
-        tables.housekeeping(
+        upkeep.housekeeping(
             spark, warehouse, name, retention_hours=storage.vacuum_retention_hours,
             optimize=todo.compact, vacuum=todo.vacuum, max_file_mb=storage.optimize_max_file_mb,
         )
