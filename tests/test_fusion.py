@@ -127,3 +127,15 @@ def test_listwise_fusion_maps_weights_back_and_fits_the_intercept_alone():
     shifted = x + np.repeat(np.random.default_rng(9).normal(size=(groups.max() + 1, 1)), 8, axis=0) * [1, 0, 0]
     again = fit_conditional_logit(shifted, y, groups, l2=0.0)
     np.testing.assert_allclose(again, fit_conditional_logit(x, y, groups, l2=0.0), atol=1e-8)
+
+
+def test_the_intercept_is_found_when_offsets_are_large_and_purchases_rare():
+    from stpipe.recommend.fusion import fit_intercept
+
+    rng = np.random.default_rng(11)
+    offset = rng.uniform(4.0, 12.0, size=5000)  # every candidate looks likely: Newton from 0 overshoots
+    y = (rng.uniform(size=5000) < 0.05).astype(float)
+    b = fit_intercept(offset, y)
+    assert float(np.sum(1 / (1 + np.exp(-(b + offset))))) == pytest.approx(y.sum(), rel=1e-9)
+    ref = minimize(lambda v: np.sum(np.logaddexp(0, v[0] + offset) - y * (v[0] + offset)), [0.0]).x[0]
+    assert b == pytest.approx(ref, abs=1e-4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from udfs.score import FEATURES
 
@@ -97,16 +98,22 @@ def fit_conditional_logit(
     return w
 
 
-def fit_intercept(offset: np.ndarray, y: np.ndarray, *, max_iter: int = 100, tol: float = 1e-12) -> float:
-    """The b maximising the pointwise likelihood of sigma(b + offset) (Newton in one dimension)."""
-    b = 0.0
-    for _ in range(max_iter):
-        prob = 1.0 / (1.0 + np.exp(-(b + offset)))
-        step = float((prob - y).sum()) / max(float((prob * (1 - prob)).sum()), 1e-12)
-        b -= step
-        if abs(step) < tol:
-            break
-    return b
+def fit_intercept(offset: np.ndarray, y: np.ndarray, *, iterations: int = 200) -> float:
+    """The b maximising the pointwise likelihood of sigma(b + offset): the root of the increasing
+    sum(sigma(b + offset)) - sum(y), found by bisection (Newton from 0 overshoots when the offsets
+    are large and the labels rare)."""
+    positives = float(np.sum(y))
+    if positives <= 0 or positives >= len(y):
+        raise ValueError("fit_intercept: needs both labels")
+    span = float(np.max(np.abs(offset))) + 50.0  # sigma(±50) is 0 or 1 in float64
+    lo, hi = -span, span
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if float(np.sum(expit(mid + offset))) > positives:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
 
 
 def log_loss(x: np.ndarray, y: np.ndarray, intercept: float, w: np.ndarray) -> float:
