@@ -145,9 +145,6 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
     for name in names:
         assert _same(_read(warehouse, name), wanted[name]), name
         assert _data_files(Path(warehouse) / name) == _committed(Path(warehouse) / name), name
-
-    history = deltalake.DeltaTable(str(Path(warehouse) / caught)).history()
-    writes = sorted(h["version"] for h in history if h["operation"] == "WRITE")
-    # the killed write left no version; the rerun's write came right after the previous one
-    assert versions[caught] + 1 in writes
-    assert max(writes) == versions[caught] + 1
+    # (that the killed write left no version is checked above: the caught table was still on its
+    # previous version; the rerun may commit nothing there when nothing differs, e.g. a quarantine
+    # with no bad row, since an ingest commits no unchanged slice)
