@@ -99,7 +99,7 @@ notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline firs
 gpu-bench: setup ## the embedding core alone at several batch sizes (on a GPU machine; CPU otherwise)
 	$(PYTHON) scripts/gpu_bench.py
 
-bench: setup ## benchmarks (BENCH="granger embed scaling incremental" to choose; BENCH_ROWS=200000 for incremental)
+bench: setup ## benchmarks (BENCH="floor granger embed scaling incremental" to choose; BENCH_ROWS=200000 for incremental)
 	$(PYTHON) -m bench $(BENCH) $(if $(BENCH_ROWS),--rows $(BENCH_ROWS))
 
 clean: ## remove the warehouse, reports and caches (keeps .venv and .jars)

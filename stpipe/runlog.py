@@ -82,24 +82,25 @@ class Attempt:
     details: dict[str, object]
 
 
-def latest_attempt(
-    spark: SparkSession, warehouse: str, run_date: dt.date, stage: str
-) -> Attempt | None:
-    """The latest ``ok`` or ``failed`` row of ``stage`` for ``run_date``, or None."""
+def latest_attempts(spark: SparkSession, warehouse: str, run_date: dt.date) -> dict[str, Attempt]:
+    """Per stage, its latest ``ok`` or ``failed`` row for ``run_date`` (one read of the log:
+    the nightly asks once for all its stages)."""
     if not tables.exists(spark, warehouse, RUN_LOG):
-        return None
+        return {}
     log = tables.read(spark, warehouse, RUN_LOG)
     rows = (
-        log.where(
-            (log.run_date == run_date) & (log.stage == stage) & log.status.isin("ok", "failed")
-        )
-        .orderBy(log.finished.desc(), log.status.asc())  # a tie counts as failed
-        .limit(1)
+        log.where((log.run_date == run_date) & log.status.isin("ok", "failed"))
+        .select("stage", "status", "finished", "tables", "message")
         .collect()
     )
-    if not rows:
-        return None
-    row = rows[0]
+    latest: dict[str, Attempt] = {}
+    # the latest per stage; a tie counts as failed
+    for row in sorted(rows, key=lambda r: (r["finished"], r["status"] == "failed")):
+        latest[row["stage"]] = _attempt(row)
+    return latest
+
+
+def _attempt(row) -> Attempt:
     details: dict[str, object] = {}
     if row["status"] == "ok" and row["message"]:
         try:

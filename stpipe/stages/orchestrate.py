@@ -151,11 +151,13 @@ def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def completeness(
-    spark: SparkSession, settings: Settings, stage: Stage, inputs: dict[str, object]
+    spark: SparkSession, settings: Settings, stage: Stage, inputs: dict[str, object],
+    attempt: runlog.Attempt | None,
 ) -> tuple[runlog.Attempt | None, str]:
-    """(the ok attempt, reason) when the stage is complete, else (None, why it must run)."""
+    """(the ok attempt, reason) when the stage is complete, else (None, why it must run).
+
+    ``attempt``: the stage's latest ok or failed attempt for the date (None: none)."""
     warehouse = settings.storage.warehouse
-    attempt = runlog.latest_attempt(spark, warehouse, settings.date, stage.name)
     if attempt is None:
         return None, "no run for this date yet"
     if attempt.status != "ok":
@@ -200,12 +202,14 @@ def run_pipeline(
     upstream: list[str] = []
     outcome: dict[str, str] = {}
     specs = list(stages)
+    # Read once: the attempts this run records are of other stages, or of this one once done.
+    attempts = runlog.latest_attempts(spark, warehouse, settings.date)
     for i, stage in enumerate(specs, 1):
         inputs = input_fingerprint(spark, settings, stage)
         if force or stage.name in force_stages:
             attempt, reason = None, "forced"
         else:
-            attempt, reason = completeness(spark, settings, stage, inputs)
+            attempt, reason = completeness(spark, settings, stage, inputs, attempts.get(stage.name))
         if attempt is not None:
             log.info("[%d/%d] stage %s: skipped, %s", i, len(specs), stage.name, reason)
             now = dt.datetime.now(dt.timezone.utc)
