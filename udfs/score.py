@@ -169,6 +169,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
         "history": chunk.history,
+        # like history, non-zero only on bought items: 0 in every list when allow_repeat is off
         "repeat": repeat_scores(chunk),
         "cooc": cooc,
     }
