@@ -199,6 +199,8 @@ RECOMMENDATIONS = T.StructType(
         T.StructField("space_score", T.DoubleType(), False),
         T.StructField("causal_score", T.DoubleType(), False),
         T.StructField("history_score", T.DoubleType(), False),
+        # added after the first release: null in the rows of older runs (see add_missing_columns)
+        T.StructField("repeat_score", T.DoubleType(), True),
         T.StructField("cooc_score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("is_cold_start", T.BooleanType(), False),

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from stpipe.errors import PipelineError, TableMissingError
 
@@ -83,6 +84,25 @@ def read(spark: SparkSession, warehouse: str, name: str) -> DataFrame:
             "(python -m jobs.nightly runs them in order)"
         )
     return spark.read.format("delta").load(path)
+
+
+def add_missing_columns(spark: SparkSession, warehouse: str, name: str, schema: StructType) -> list[str]:
+    """Add the columns of ``schema`` that existing table ``name`` lacks (written by older code),
+    as nullable columns (their old rows read null), in one ALTER TABLE; return their names.
+
+    A replaceWhere overwrite does not evolve a schema by itself, and letting every write merge
+    schemas would hide a column renamed by mistake. Nothing happens when the table is absent.
+    """
+    if not exists(spark, warehouse, name):
+        return []
+    path = table_path(warehouse, name)
+    have = set(spark.read.format("delta").load(path).columns)  # not :func:`read`: no input read
+    missing = [f for f in schema.fields if f.name not in have]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        log.info("table %s: added columns %s", name, [f.name for f in missing])
+    return [f.name for f in missing]
 
 
 def sql_literal(value: object) -> str:

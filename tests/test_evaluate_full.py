@@ -24,7 +24,9 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     models = full.models(
         spark, prepare=lambda: {"orders": None}, cutoff=CUTOFF, list_length=2, opts=RecommendOptions()
     )
-    assert set(models) == {"full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc"}
+    assert set(models) == {
+        "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc", "full_no_repeat",
+    }
     seen = {"u1": {"x"}, "u2": {"y"}, "u3": {"z"}}  # u4 has no history: cold
     base = EvalContext(spark=spark, cutoff=CUTOFF, users=pd.DataFrame(), n=2, seen=seen)
 
@@ -49,3 +51,5 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     assert len(calls) == 3 and calls[-1]["repeat"] is False and calls[-1]["users"] == {"u1"}
     models["full_no_cooc"](None, ctx(["u1"]))
     assert "cooc" not in calls[-1]["components"]
+    models["full_no_repeat"](None, ctx(["u1"]))
+    assert "repeat" not in calls[-1]["components"] and "history" in calls[-1]["components"]

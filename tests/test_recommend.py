@@ -39,10 +39,11 @@ def hand_catalog() -> Catalog:
 
 
 def users(*rows, source: str = "s") -> pd.DataFrame:
-    """Users of one ``source`` from (user_id, region, is_cold_start, hist_item_ids, hist_weights)."""
+    """Users of one ``source`` from (user_id, region, is_cold_start, hist_item_ids, hist_weights),
+    each history item bought on one day (no repeat signal)."""
     return pd.DataFrame(
-        [(source, *row) for row in rows],
-        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"],
+        [(source, *row, [1] * len(row[3])) for row in rows],
+        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights", "hist_days"],
     )
 
 
@@ -140,7 +141,11 @@ def tiny_orders() -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def tiny_warehouse(spark, tmp_path_factory):
-    wh = str(tmp_path_factory.mktemp("rec") / "warehouse")
+    return tiny_warehouse_at(spark, str(tmp_path_factory.mktemp("rec") / "warehouse"))
+
+
+def tiny_warehouse_at(spark, wh: str) -> str:
+    """``orders_clean``, ``items`` and ``item_embeddings`` of the tiny shop written under ``wh``."""
     rng = np.random.default_rng(11)
     vecs = rng.normal(size=(12, 8))
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -198,7 +203,7 @@ def test_job_rerun_is_identical_and_replaces_the_slice(job_runs):
     pd.testing.assert_frame_equal(
         w1.sort_values("feature").reset_index(drop=True), w2.sort_values("feature").reset_index(drop=True)
     )
-    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "cooc"])
+    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "repeat", "cooc"])
     assert (w1["train_rows"] > 0).all()
 
 

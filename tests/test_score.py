@@ -37,6 +37,7 @@ from udfs.score import (
     NEIGHBOUR,
     POPULAR,
     RESULT_COLUMNS,
+    USER_COLUMNS,
     Catalog,
     ReasonContext,
     ScoreParams,
@@ -66,12 +67,13 @@ def catalog() -> Catalog:
 
 
 def users(source: str = "s") -> pd.DataFrame:
-    # u bought b (weight 1) after a (.5); v bought c; w bought nothing and lives elsewhere
+    # u bought b (weight 1, on 2 days) after a (.5, 1 day); v bought c; w bought nothing and
+    # lives elsewhere
     return pd.DataFrame(
-        [(source, "u", "R", False, ["b", "a"], [1.0, 0.5]),
-         (source, "v", "R", False, ["c"], [2.0]),
-         (source, "w", "elsewhere", True, [], [])],
-        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"],
+        [(source, "u", "R", False, ["b", "a"], [1.0, 0.5], [2, 1]),
+         (source, "v", "R", False, ["c"], [2.0], [1]),
+         (source, "w", "elsewhere", True, [], [], [])],
+        columns=list(USER_COLUMNS),
     )
 
 
@@ -175,6 +177,7 @@ def test_history_source_needs_repeats_allowed():
     out = score_users(users().iloc[:1], catalog(), only_history)
     assert out["item_id"].tolist() == ["b", "a"]
     assert out["history_score"].tolist() == [1.0, 0.5]
+    assert out["repeat_score"].tolist() == [0.0, 0.0]  # switched off
     none = score_users(users().iloc[:1], catalog(), ScoreParams(
         weights={}, k=None, components=frozenset({"history"}), allow_repeat=False))
     assert none.empty and list(none.columns) == RESULT_COLUMNS
@@ -197,15 +200,16 @@ def test_missing_user_column_is_named():
 
 def history_users() -> pd.DataFrame:
     return pd.DataFrame(
-        [("s", "u", "R", False, ["b", "zz", "a"], [1.0, 0.7, 0.5]),
-         ("s", "v", "elsewhere", False, [], [])],
-        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights"],
+        [("s", "u", "R", False, ["b", "zz", "a"], [1.0, 0.7, 0.5], [3, 4, 1]),
+         ("s", "v", "elsewhere", False, [], [], [])],
+        columns=list(USER_COLUMNS),
     )
 
 
 def test_chunk_drops_unknown_items_and_scales_history_to_one():
     chunk = chunk_of(history_users(), catalog())
     assert [list(i) for i in chunk.hist_idx] == [[1, 0], []]
+    assert [list(d) for d in chunk.hist_days] == [[3, 1], []]  # zz's days leave with it
     np.testing.assert_allclose(chunk.history, [[0.5, 1.0, 0, 0], [0, 0, 0, 0]])
     assert chunk.region_row.tolist() == [0, -1]
 

@@ -8,6 +8,8 @@ composes them. Components, each a (users, items) array:
 * time: the item's time-decayed market popularity; space: the same within the user's region;
 * causal: how strongly the user's categories lead the item's (category shares x strengths);
 * history: the user's own recency weight of the item (max 1);
+* repeat: how habitually the user re-buys the item, 1 - 1/n for an item bought on n distinct
+  days (0 for one bought once or never; :func:`repeat_transform`);
 * cooc: history weights times the item x item co-occurrence matrix, max 1 per user.
 
 Candidate sources, each a boolean (users, items) mask: popular in the region, neighbours of
@@ -36,6 +38,7 @@ class Chunk:
 
     hist_idx: list[np.ndarray]  # per user, item indices (unknown items dropped)
     hist_w: list[np.ndarray]  # per user, their recency weights
+    hist_days: list[np.ndarray]  # per user, the distinct days each item was bought on
     region_row: np.ndarray  # per user, index into catalog.regions (-1: unknown region)
     bought: np.ndarray  # (users, items) bool
     history: np.ndarray  # (users, items) weight / the user's largest weight
@@ -46,15 +49,22 @@ class Chunk:
 
 
 def chunk_of(users: pd.DataFrame, catalog: Catalog) -> Chunk:
-    """Parse ``hist_item_ids``/``hist_weights`` and ``region`` of ``users`` against the catalog."""
+    """Parse ``hist_item_ids``/``hist_weights``/``hist_days`` and ``region`` of ``users``
+    against the catalog."""
     index = catalog.index()
-    hist_idx, hist_w = [], []
-    for ids, weights in zip(users["hist_item_ids"], users["hist_weights"], strict=True):
+    hist_idx, hist_w, hist_days = [], [], []
+    columns = (users["hist_item_ids"], users["hist_weights"], users["hist_days"])
+    for ids, weights, days in zip(*columns, strict=True):
         ids = [] if ids is None else list(ids)
         weights = [] if weights is None else list(weights)
-        keep = [(index[i], float(w)) for i, w in zip(ids, weights, strict=True) if i in index]
-        hist_idx.append(np.array([k for k, _ in keep], dtype=np.int64))
-        hist_w.append(np.array([w for _, w in keep], dtype=np.float64))
+        days = [] if days is None else list(days)
+        keep = [
+            (index[i], float(w), int(n))
+            for i, w, n in zip(ids, weights, days, strict=True) if i in index
+        ]
+        hist_idx.append(np.array([k for k, _, _ in keep], dtype=np.int64))
+        hist_w.append(np.array([w for _, w, _ in keep], dtype=np.float64))
+        hist_days.append(np.array([n for _, _, n in keep], dtype=np.int64))
     region_pos = {r: i for i, r in enumerate(catalog.regions)}
     region_row = np.array([region_pos.get(r, -1) for r in users["region"]], dtype=np.int64)
     shape = (len(users), len(catalog.item_ids))
@@ -64,7 +74,7 @@ def chunk_of(users: pd.DataFrame, catalog: Catalog) -> Chunk:
         if len(idx):
             np.maximum.at(history[row], idx, w / w.max())
             bought[row, idx] = True
-    return Chunk(hist_idx, hist_w, region_row, bought, history)
+    return Chunk(hist_idx, hist_w, hist_days, region_row, bought, history)
 
 
 # ----- components ------------------------------------------------------------------------
@@ -87,6 +97,26 @@ def space_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:
     known = chunk.region_row >= 0
     space[known] = catalog.space_score[chunk.region_row[known]]
     return space
+
+
+def repeat_transform(days: np.ndarray) -> np.ndarray:
+    """1 - 1/n for an item bought on n >= 1 distinct days: 0 once, 1/2 twice, towards 1.
+
+    Bounded like the other components, and most of its change lies between one and a few
+    days, where a wholesale buyer's habit shows; 0 for n <= 0 (not bought).
+    """
+    days = np.asarray(days, dtype=np.float64)
+    return np.where(days > 0, 1.0 - 1.0 / np.maximum(days, 1.0), 0.0)
+
+
+def repeat_scores(chunk: Chunk) -> np.ndarray:
+    """(users, items): :func:`repeat_transform` of the days each history item was bought on,
+    0 for items not in the history."""
+    score = np.zeros(chunk.shape, dtype=np.float64)
+    for row, (idx, days) in enumerate(zip(chunk.hist_idx, chunk.hist_days, strict=True)):
+        if len(idx):
+            np.maximum.at(score[row], idx, repeat_transform(days))
+    return score
 
 
 def category_shares(chunk: Chunk, catalog: Catalog) -> np.ndarray:

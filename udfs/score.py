@@ -2,8 +2,9 @@
 
 Everything here works on a :class:`Catalog` (item embeddings and per-item signals as
 dense arrays, built once on the driver and broadcast) and a pandas frame of users
-(:data:`USER_COLUMNS`: a user is ``(source, user_id)``; ``hist_item_ids, hist_weights`` are
-the items they bought, most recent first, with their recency weights). For a sub-batch of users
+(:data:`USER_COLUMNS`: a user is ``(source, user_id)``; ``hist_item_ids, hist_weights,
+hist_days`` are the items they bought, most recent first, with their recency weights and the
+number of distinct days each was bought on). For a sub-batch of users
 it computes user x item similarities and the candidate mask with matrix products, then scores
 only the candidates and keeps the top K per user; only ids, scores and reasons leave the function,
 never all user x item pairs.
@@ -36,14 +37,17 @@ from udfs.candidates import (
     led_categories,
     neighbour_candidates,
     popular_candidates,
+    repeat_scores,
     space_scores,
     time_scores,
 )
 
-FEATURES = ("bert", "time", "space", "causal", "history", "cooc")
+FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
-USER_COLUMNS = ("source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights")
+USER_COLUMNS = (
+    "source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights", "hist_days",
+)
 
 # Candidate sources and reasons (bit flags per user x item).
 POPULAR, NEIGHBOUR, CAUSAL, HISTORY, FILLER, COOC = 1, 2, 4, 8, 16, 32
@@ -103,7 +107,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
     ``users`` has :data:`USER_COLUMNS`. Returns one row per (user, item) kept, in
     :data:`RESULT_COLUMNS`: source, user_id, region, is_cold_start, rank, item_id, score, the
-    six component scores, reasons (list of str) and n_candidates.
+    seven component scores, reasons (list of str) and n_candidates.
     """
     missing = [c for c in USER_COLUMNS if c not in users.columns]
     if missing:
@@ -121,7 +125,8 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
 RESULT_COLUMNS = [
     "source", "user_id", "region", "is_cold_start", "rank", "item_id", "score",
-    "bert_score", "time_score", "space_score", "causal_score", "history_score", "cooc_score", "reasons",
+    "bert_score", "time_score", "space_score", "causal_score", "history_score", "repeat_score",
+    "cooc_score", "reasons",
     "n_candidates",
 ]
 
@@ -164,6 +169,8 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
         "history": chunk.history,
+        # like history, non-zero only on bought items: 0 in every list when allow_repeat is off
+        "repeat": repeat_scores(chunk),
         "cooc": cooc,
     }
     flags = _candidate_flags(chunk, catalog, p, led, cooc)

@@ -5,13 +5,14 @@ from __future__ import annotations
 BASELINE_NAMES = ("pop_global", "pop_region", "own_history", "cooc", "als", "ease")
 
 # Our recommender and its ablations: name -> the components it uses.
-FULL_COMPONENTS = frozenset({"bert", "time", "space", "causal", "history", "cooc"})
+FULL_COMPONENTS = frozenset({"bert", "time", "space", "causal", "history", "repeat", "cooc"})
 FULL_VARIANTS: dict[str, frozenset[str]] = {
     "full": FULL_COMPONENTS,
     "full_no_bert": FULL_COMPONENTS - {"bert"},
     "full_no_causal": FULL_COMPONENTS - {"causal"},
     "full_no_timespace": FULL_COMPONENTS - {"time", "space"},
     "full_no_cooc": FULL_COMPONENTS - {"cooc"},
+    "full_no_repeat": FULL_COMPONENTS - {"repeat"},
 }
 
 MODEL_ORDER = (*BASELINE_NAMES, *FULL_VARIANTS)

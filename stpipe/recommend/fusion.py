@@ -25,7 +25,10 @@ from scipy.special import expit
 from udfs.score import FEATURES
 
 # Used when there is nothing to learn from (no purchases after the training cutoff).
-DEFAULT_WEIGHTS = {"intercept": -4.0, "bert": 2.0, "time": 1.0, "space": 1.0, "causal": 0.5, "history": 2.0, "cooc": 2.0}
+DEFAULT_WEIGHTS = {
+    "intercept": -4.0, "bert": 2.0, "time": 1.0, "space": 1.0, "causal": 0.5, "history": 2.0,
+    "repeat": 1.0, "cooc": 2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def fit_fusion(
 
     With fewer than ``min_events_per_feature`` x len(features) rows of the rarer class (the
     events-per-variable rule for logistic regression) the default weights are used instead: a
-    handful of purchases cannot tell six weights apart (Olist has a few returning buyers).
+    handful of purchases cannot tell seven weights apart (Olist has a few returning buyers).
     """
     n = len(y)
     positives = int(y.sum())

@@ -218,7 +218,8 @@ def train_fusion(
     labels = later.select(*key, "item_id").distinct().withColumn("label", F.lit(1.0))
     buyers = later.select(*key).distinct()
     users = signals.user_histories(
-        lines, half_life_days=opts.recency_half_life_days, user_space=features[USER_SPACE_FEATURES]
+        lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
+        user_space=features[USER_SPACE_FEATURES],
     ).join(buyers, key, "left_semi")
     chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
     chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
@@ -281,7 +282,7 @@ def recommend(
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
     ``features``: the feature frames for ``run_date`` (None: computed from ``orders`` and
-    ``items``). ``components`` (subset of bert, time, space, causal, history, cooc;
+    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, cooc;
     ``timespace`` = time and space) switches signals and their candidate sources off for
     ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
     the ``recommendations`` schema: every (source, user) with history (only the user ids in
@@ -306,7 +307,8 @@ def recommend(
     )
     lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
     users = signals.user_histories(
-        lines, half_life_days=opts.recency_half_life_days, user_space=features[USER_SPACE_FEATURES]
+        lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
+        user_space=features[USER_SPACE_FEATURES],
     )
     if only_users is not None:
         wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")

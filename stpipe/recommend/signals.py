@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from stpipe.catalogue import ITEMS, USER_SPACE_FEATURES
-from stpipe.features.common import cutoff_epoch
+from stpipe.features.common import cutoff_epoch, local_time
 from stpipe.schema import require_columns, select_schema
 
 ORDER_COLUMNS = ["order_id", "source", "user_id", "item_id", "ts"]
@@ -31,6 +31,8 @@ USER_HISTORY = T.StructType(
         T.StructField("is_cold_start", T.BooleanType(), False),
         T.StructField("hist_item_ids", T.ArrayType(T.StringType()), False),
         T.StructField("hist_weights", T.ArrayType(T.DoubleType()), False),
+        # per history item, the distinct calendar days (features time zone) it was bought on
+        T.StructField("hist_days", T.ArrayType(T.IntegerType()), False),
     ]
 )
 
@@ -54,26 +56,34 @@ def decay(age_days: Column, half_life_days: float) -> Column:
     return F.exp(-math.log(2.0) * age_days / F.lit(float(half_life_days)))
 
 
-def user_item_weights(lines: DataFrame, *, half_life_days: float) -> DataFrame:
-    """(source, user_id, item_id, weight, last_ts): recency-decayed count of lines per pair.
+def user_item_weights(
+    lines: DataFrame, *, half_life_days: float, timezone: str | None = None
+) -> DataFrame:
+    """(source, user_id, item_id, weight, last_ts): recency-decayed count of lines per pair;
+    with ``timezone``, also ``days``: the distinct calendar dates there the pair was bought on.
 
     Lines, not quantities: a wholesale order of 500 units says as much about taste as one of 5.
+    Days, not lines, count re-purchases: several lines of one day are one shopping trip.
     """
-    return lines.groupBy("source", "user_id", "item_id").agg(
+    aggs = [
         F.sum(decay(F.col("age_days"), half_life_days)).alias("weight"),
         F.max("ts").alias("last_ts"),
-    )
+    ]
+    if timezone is not None:
+        aggs.append(F.countDistinct(F.to_date(local_time("ts", timezone))).cast("int").alias("days"))
+    return lines.groupBy("source", "user_id", "item_id").agg(*aggs)
 
 
 def user_histories(
-    lines: DataFrame, *, half_life_days: float, user_space: DataFrame | None = None
+    lines: DataFrame, *, half_life_days: float, timezone: str, user_space: DataFrame | None = None
 ) -> DataFrame:
-    """One row per (source, user) with history: items most recent first, with their weights.
+    """One row per (source, user) with history: items most recent first, with their weights
+    and the number of distinct days (calendar dates in ``timezone``) each was bought on.
 
     ``region`` is ``user_space_features.home_region`` (null for a user it does not know,
     e.g. one whose orders all lie before the features' history window; null without it).
     """
-    pairs = user_item_weights(lines, half_life_days=half_life_days)
+    pairs = user_item_weights(lines, half_life_days=half_life_days, timezone=timezone)
     ordered = pairs.groupBy("source", "user_id").agg(
         F.sort_array(
             F.collect_list(
@@ -81,6 +91,7 @@ def user_histories(
                     (-F.col("last_ts").cast("double")).alias("neg_ts"),
                     F.col("item_id"),
                     F.col("weight"),
+                    F.col("days"),
                 )
             )
         ).alias("h")
@@ -98,6 +109,7 @@ def user_histories(
         F.lit(False).alias("is_cold_start"),
         F.col("h.item_id").alias("hist_item_ids"),
         F.col("h.weight").alias("hist_weights"),
+        F.col("h.days").alias("hist_days"),
     )
     return select_schema(out, USER_HISTORY)
 
@@ -107,7 +119,7 @@ def cold_start_templates(
 ) -> DataFrame:
     """One pseudo-user ``'*'`` per source and region, with no history (is_cold_start = true)."""
     spark = spark_df.sparkSession
-    rows = [(s, "*", r, True, [], []) for s in sorted(sources) for r in sorted(regions)]
+    rows = [(s, "*", r, True, [], [], []) for s in sorted(sources) for r in sorted(regions)]
     return spark.createDataFrame(rows, USER_HISTORY)
 
 

@@ -106,6 +106,12 @@ class StageContext:
         self.commits[table.name] = done.version
         return done.rows
 
+    def add_missing_columns(self, table: Table) -> list[str]:
+        """Give a declared output written by older code the (nullable) columns its schema has
+        gained since (:func:`stpipe.tables.add_missing_columns`); return their names."""
+        self._check(table, self.stage.outputs, "writes")
+        return tables.add_missing_columns(self.spark, self.warehouse, table.name, table.schema)
+
     def merge(
         self, table: Table, df: DataFrame, *, keys: list[str], compare: list[str] | None = None,
         small_batch: bool = False, **slice_values: object,

@@ -30,7 +30,6 @@ from stpipe.catalogue import (
     ITEM_EMBEDDINGS,
     ITEMS,
     ORDERS_CLEAN,
-    Table,
 )
 from stpipe.config import EvaluateSettings, Settings, parse_date, replace
 from stpipe.errors import ConfigError
@@ -140,20 +139,6 @@ def evaluation_cutoffs(ev: EvaluateSettings) -> list[dt.date]:
     return [parse_date(ev.cutoff, "evaluate.cutoff")]
 
 
-def add_missing_columns(spark: SparkSession, warehouse: str, table: Table) -> list[str]:
-    """Add the declared nullable columns an existing table lacks (written by older code); return
-    their names. Delta's replaceWhere overwrite does not evolve a schema by itself."""
-    if not tables.exists(spark, warehouse, table.name):
-        return []
-    have = set(tables.read(spark, warehouse, table.name).columns)
-    missing = [f for f in table.schema.fields if f.name not in have]
-    if missing:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE delta.`{tables.table_path(warehouse, table.name)}` ADD COLUMNS ({columns})")
-        log.info("table %s: added columns %s", table.name, [f.name for f in missing])
-    return [f.name for f in missing]
-
-
 def run(ctx: StageContext) -> StageResult:
     spark, settings = ctx.spark, ctx.settings
     ev = settings.evaluate
@@ -169,7 +154,7 @@ def run(ctx: StageContext) -> StageResult:
         given = StageContext(spark, there, ctx.stage)
     orders = given.read(ORDERS_CLEAN).where(F.col("source") == source)
     items = given.read(ITEMS).where(F.col("source") == source)
-    add_missing_columns(spark, ctx.warehouse, EVAL_METRICS)
+    tables.add_missing_columns(spark, ctx.warehouse, EVAL_METRICS.name, EVAL_METRICS.schema)
     results: dict[dt.date, EvaluationResult] = {}
     written, reports = 0, []
     shared: dict[Any, Any] = {}  # fits and matrices reused across the cutoffs (same orders)

@@ -48,6 +48,8 @@ def run(ctx: StageContext) -> StageResult:
     recs = recommend(
         spark, **inputs, features=features, run_date=run_date, weights=fit.weights, opts=opts
     )
+    # a warehouse whose recommendations predate a component column (repeat_score) gains it
+    ctx.add_missing_columns(RECOMMENDATIONS)
     n_recs = ctx.write(RECOMMENDATIONS, recs)
     log.info("recommend: %d rows; fusion %s %s", n_recs, fit.status, fit.weights)
     return StageResult(
