@@ -10,7 +10,7 @@ Incremental nights (``ingest.incremental``) read only what is new and merge it:
   (they are quarantined, keyed, so never twice).
 
 :func:`classify_changes` sorts a batch against a table's rows on a key into inserts, updates
-and unchanged rows; ``stpipe.tables.merge`` writes only the first two.
+and unchanged rows; ``stpipe.merge.upsert`` writes only the first two.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Delta tables under one warehouse folder: the only module that reads or writes them.
+"""Delta tables under one warehouse folder: the only module that reads or writes them
+(with :mod:`stpipe.merge`, the upsert of incremental nights, built on this one).
 
 Every write is a single Delta commit, so a reader sees either the previous version
 or the new one, never a partial write (a job killed mid-write leaves the table on
@@ -180,93 +181,6 @@ def commit(
     return _committed(df.sparkSession, path, token, replace)
 
 
-@dataclass(frozen=True)
-class Merged:
-    """What one merge committed: its version (None: nothing changed) and the batch's rows."""
-
-    version: int | None
-    rows: int
-    inserted: int
-    updated: int
-
-    @property
-    def unchanged(self) -> int:
-        return self.rows - self.inserted - self.updated
-
-
-def merge(
-    df: DataFrame,
-    warehouse: str,
-    name: str,
-    *,
-    keys: list[str],
-    scope: dict[str, object],
-    compare: list[str] | None = None,
-    partition_by: list[str] | None = None,
-    max_records_per_file: int | None = None,
-    small_batch: bool = False,
-) -> Merged:
-    """Upsert ``df`` into slice ``scope`` of table ``name`` on ``keys``, in at most one commit.
-
-    New keys are inserted; rows whose ``compare`` columns differ are updated (see
-    :func:`stpipe.incremental.classify_changes`; ``compare=[]``: insert only); identical rows
-    change nothing. No change: no commit. Inserts only: one append (no file rewritten).
-    Otherwise one Delta MERGE of the changed rows, whose own metrics must agree with the
-    counts. Like :func:`commit`, the commit carries a token, so its version is found even when
-    another writer commits right after. A missing table is created from ``df``.
-    """
-    from stpipe.incremental import CHANGE, INSERT, UNCHANGED, UPDATE, classify_changes
-
-    path = table_path(warehouse, name)
-    spark = df.sparkSession
-    if not exists(spark, warehouse, name):
-        done = commit(df, warehouse, name, replace=scope, partition_by=partition_by,
-                      max_records_per_file=max_records_per_file)
-        return Merged(done.version, done.rows, done.rows, 0)
-    target = spark.read.format("delta").load(path).where(slice_condition(**scope))
-    classified = classify_changes(df, target, keys, compare, small_batch=small_batch).persist()
-    try:
-        counts = {r[CHANGE]: r["count"] for r in classified.groupBy(CHANGE).count().collect()}
-        inserted, updated = counts.get(INSERT, 0), counts.get(UPDATE, 0)
-        rows = inserted + updated + counts.get(UNCHANGED, 0)
-        if not inserted and not updated:
-            return Merged(None, rows, 0, 0)
-        changes = classified.where(F.col(CHANGE) != UNCHANGED).drop(CHANGE)
-        token = json.dumps({"stpipe_write": uuid.uuid4().hex})
-        if not updated:
-            if partition_by:
-                changes = changes.repartition(*partition_by)
-            writer = changes.write.format("delta").mode("append").option("userMetadata", token)
-            if max_records_per_file:
-                writer = writer.option("maxRecordsPerFile", max_records_per_file)
-            with_retries(lambda: writer.save(path), what=f"appending to table {name}")
-        else:
-            on = " AND ".join([f"t.{k} <=> s.{k}" for k in keys]
-                              + [f"t.{c} = {sql_literal(v)}" for c, v in sorted(scope.items())])
-
-            def run_merge() -> None:
-                (DeltaTable.forPath(spark, path).alias("t").merge(changes.alias("s"), on)
-                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-
-            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", token)
-            try:
-                with_retries(run_merge, what=f"merging into table {name}")
-            finally:
-                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
-        version, operation, metrics = _find_commit(spark, path, token)
-        if operation == "MERGE":
-            got = (int(metrics.get("numTargetRowsInserted", -1)),
-                   int(metrics.get("numTargetRowsUpdated", -1)))
-            if got != (inserted, updated):
-                raise PipelineError(
-                    f"merging into table {name}: Delta inserted {got[0]} and updated {got[1]} "
-                    f"rows, expected {inserted} and {updated}"
-                )
-        return Merged(version, rows, inserted, updated)
-    finally:
-        classified.unpersist()
-
-
 # Delta's optimistic concurrency: another writer committed first (the write did not commit)
 CONCURRENT_ERRORS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
@@ -308,7 +222,7 @@ def with_retries(
 RECENT_COMMITS = 8
 
 
-def _find_commit(spark: SparkSession, path: str, token: str) -> tuple[int | None, str, dict]:
+def find_commit(spark: SparkSession, path: str, token: str) -> tuple[int | None, str, dict]:
     """(version, operation, metrics) of the commit carrying ``token`` (None: no such commit)."""
     table = DeltaTable.forPath(spark, path)
     # Ours is nearly always among the last few commits; the whole history only when it is not.
@@ -326,7 +240,7 @@ def _committed(
 ) -> Commit:
     """The version our write made (found by its token) and the rows of its slice there."""
     # version None: Delta commits nothing when an empty slice is replaced by nothing
-    version, operation, metrics = _find_commit(spark, path, token)
+    version, operation, metrics = find_commit(spark, path, token)
     # The commit's own metrics: a whole-table write's output rows; a replaced slice's output
     # rows less those copied from files that also held other slices. Counting the slice again
     # from the table costs a log replay and a scan per write (a tenth of a small nightly).

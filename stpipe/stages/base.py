@@ -21,6 +21,7 @@ from stpipe import catalogue, runlog, tables
 from stpipe.catalogue import Table
 from stpipe.config import Settings
 from stpipe.errors import PipelineError
+from stpipe.merge import Merged, upsert
 from stpipe.runlog import StageResult
 
 log = logging.getLogger("stpipe")
@@ -115,8 +116,8 @@ class StageContext:
     def merge(
         self, table: Table, df: DataFrame, *, keys: list[str], compare: list[str] | None = None,
         small_batch: bool = False, **slice_values: object,
-    ) -> tables.Merged:
-        """Merge ``df`` into the table's slice on ``keys`` (see :func:`stpipe.tables.merge`);
+    ) -> Merged:
+        """Merge ``df`` into the table's slice on ``keys`` (see :func:`stpipe.merge.upsert`);
         a merge that changed nothing commits nothing and is not counted as a write."""
         self._check(table, self.stage.outputs, "writes")
         if set(slice_values) != set(table.slice_by):
@@ -124,7 +125,7 @@ class StageContext:
                 f"table {table.name} is merged within slice {list(table.slice_by)}, "
                 f"got {sorted(slice_values)}"
             )
-        done = tables.merge(
+        done = upsert(
             df, self.warehouse, table.name, keys=keys, scope=slice_values, compare=compare,
             partition_by=list(table.partition_by) or None,
             max_records_per_file=self.settings.storage.max_records_per_file,

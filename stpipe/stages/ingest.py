@@ -40,6 +40,7 @@ from stpipe.catalogue import (
 )
 from stpipe.config import IngestSettings
 from stpipe.errors import ConfigError, InputError, ReconciliationError
+from stpipe.merge import Merged
 from stpipe.runlog import StageResult
 from stpipe.schema import select_schema
 from stpipe.stages.base import Stage, StageContext
@@ -218,7 +219,7 @@ def write_full(ctx: StageContext, p: Prepared) -> tuple[int, int, int]:
 def merge_new(ctx: StageContext, p: Prepared, merged: dict[str, dict[str, int]]) -> tuple[int, int, int]:
     """Merge the night's frames (orders_clean last); fill ``merged`` with what each merge did."""
     small = p.rows_read - p.erased - sum(p.reasons.values()) <= BROADCAST_MAX_LINES
-    q = tables.Merged(None, 0, 0, 0)  # the night's count found no bad row: nothing to merge
+    q = Merged(None, 0, 0, 0)  # the night's count found no bad row: nothing to merge
     if p.reasons:
         q = ctx.merge(ORDERS_QUARANTINE, p.quarantine, keys=["source", "reason", "raw_record"],
                       compare=[], small_batch=small, source=p.source)
