@@ -45,6 +45,8 @@ SPARK_SUBMIT_FLAGS = --master $(MASTER) --driver-memory $(DRIVER_MEMORY) --jars 
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
 JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
 EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
+# CUTOFF=D on the command line wins; otherwise the evaluated source's default.
+EVAL_CUTOFF = $(if $(filter command line environment,$(origin CUTOFF)),$(CUTOFF),$(CUTOFF_$(EVAL_SOURCE)))
 EVAL_INPUT  ?= $(if $(INPUT),$(INPUT),../shared/datasets/uci_online_retail_2011h1/online_retail_2011h1.csv.gz)
 # FULL_REFRESH=1: re-read the whole source and replace its slices (default: merge what is new)
 FULL_REFRESH ?=
@@ -89,7 +91,7 @@ lint: setup ## ruff
 	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
 
 evaluate: setup ## offline evaluation vs baselines at CUTOFF (default: Online Retail; CUTOFFS=D1,D2,... for several); report in reports/
-	$(PYTHON) -m jobs.evaluate $(JOB_ARGS) --source $(EVAL_SOURCE) --input $(EVAL_INPUT) $(if $(CUTOFFS),--cutoffs $(CUTOFFS),--cutoff $(CUTOFF_$(EVAL_SOURCE))) --horizon-days $(HORIZON) --k $(K) --json
+	$(PYTHON) -m jobs.evaluate $(JOB_ARGS) --source $(EVAL_SOURCE) --input $(EVAL_INPUT) $(if $(CUTOFFS),--cutoffs $(CUTOFFS),--cutoff $(EVAL_CUTOFF)) --horizon-days $(HORIZON) --k $(K) --json
 
 notebooks: setup ## execute the notebooks on ./warehouse (runs the pipeline first if needed) into reports/notebooks
 	@test -d $(WAREHOUSE)/recommendations || $(MAKE) run
