@@ -222,14 +222,20 @@ def with_retries(
 RECENT_COMMITS = 8
 
 
+def _commits(table: DeltaTable, columns: list[str]) -> Iterator[list]:
+    """The table's commits, newest first: its last ``RECENT_COMMITS``, then, only when there are
+    older ones, the whole history (the commit looked for is nearly always a recent one)."""
+    recent = table.history(RECENT_COMMITS).select(*columns).orderBy(F.desc("version")).collect()
+    yield recent
+    if recent and recent[-1]["version"] > 0:
+        yield table.history().select(*columns).orderBy(F.desc("version")).collect()
+
+
 def find_commit(spark: SparkSession, path: str, token: str) -> tuple[int | None, str, dict]:
     """(version, operation, metrics) of the commit carrying ``token`` (None: no such commit)."""
-    table = DeltaTable.forPath(spark, path)
-    # Ours is nearly always among the last few commits; the whole history only when it is not.
-    for history in (table.history(RECENT_COMMITS), table.history()):
-        mine = history.where(history.userMetadata == token).select(
-            "version", "operation", "operationMetrics"
-        ).collect()
+    columns = ["version", "operation", "operationMetrics", "userMetadata"]
+    for rows in _commits(DeltaTable.forPath(spark, path), columns):
+        mine = [r for r in rows if r["userMetadata"] == token]
         if mine:
             return int(mine[0]["version"]), mine[0]["operation"], dict(mine[0]["operationMetrics"] or {})
     return None, "", {}
@@ -330,18 +336,13 @@ def data_version(spark: SparkSession, warehouse: str, name: str) -> int | None:
     """
     if not exists(spark, warehouse, name):
         return None
-    table = DeltaTable.forPath(spark, table_path(warehouse, name))
     rows: list = []
-    for history in (table.history(RECENT_COMMITS), table.history()):
-        rows = history.select("version", "operation", "userMetadata").orderBy(
-            history.version.desc()
-        ).collect()
+    table = DeltaTable.forPath(spark, table_path(warehouse, name))
+    for rows in _commits(table, ["version", "operation", "userMetadata"]):
         for row in rows:
             retention = row["operation"] == "DELETE" and row["userMetadata"] == RETENTION_METADATA
             if row["operation"] not in HOUSEKEEPING_OPERATIONS and not retention:
                 return int(row["version"])
-        if rows and rows[-1]["version"] == 0:
-            break  # the recent commits were the whole history
     return int(rows[-1]["version"]) if rows else None
 
 

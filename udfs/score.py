@@ -125,9 +125,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
 RESULT_COLUMNS = [
     "source", "user_id", "region", "is_cold_start", "rank", "item_id", "score",
-    "bert_score", "time_score", "space_score", "causal_score", "history_score", "repeat_score",
-    "cooc_score", "reasons",
-    "n_candidates",
+    *[f"{f}_score" for f in FEATURES], "reasons", "n_candidates",
 ]
 
 
