@@ -6,6 +6,8 @@ composes them. Components, each a (users, items) array:
 
 * bert: cosine of the user vector (:mod:`udfs.vectors`) and the item's embedding;
 * time: the item's time-decayed market popularity; space: the same within the user's region;
+* reach: how many distinct users bought the item (log-scaled): breadth of appeal, which
+  order-weighted popularity misses when a few buyers re-order an item often;
 * causal: how strongly the user's categories lead the item's (category shares x strengths);
 * history: the user's own recency weight of the item (max 1);
 * repeat: how habitually the user re-buys the item, 1 - 1/n for an item bought on n distinct
@@ -89,6 +91,13 @@ def bert_similarity(chunk: Chunk, catalog: Catalog) -> np.ndarray:
 def time_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:
     """The market popularity of each item, the same for every user."""
     return np.broadcast_to(catalog.time_score, chunk.shape)
+
+
+def reach_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:
+    """How many distinct users bought each item (log-scaled), the same for every user."""
+    if catalog.reach_score is None:
+        return np.zeros(chunk.shape, dtype=np.float64)
+    return np.broadcast_to(catalog.reach_score, chunk.shape)
 
 
 def space_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:

@@ -37,12 +37,13 @@ from udfs.candidates import (
     led_categories,
     neighbour_candidates,
     popular_candidates,
+    reach_scores,
     repeat_scores,
     space_scores,
     time_scores,
 )
 
-FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "cooc")
+FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "reach", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
 USER_COLUMNS = (
@@ -70,6 +71,7 @@ class Catalog:
     causal: np.ndarray  # (n_cat, n_cat) strength that cause category leads effect category
     # (n, n) sparse: row item's most co-bought items and their similarity (None: no signal)
     cooc: sp.csr_matrix | None = None
+    reach_score: np.ndarray | None = None  # (n,) float; None: no buyer counts (reach 0)
     _index: dict[str, int] | None = field(default=None, repr=False)
     _by_category: list[np.ndarray] | None = field(default=None, repr=False)
 
@@ -169,6 +171,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "history": chunk.history,
         # like history, non-zero only on bought items: 0 in every list when allow_repeat is off
         "repeat": repeat_scores(chunk),
+        "reach": reach_scores(chunk, catalog),
         "cooc": cooc,
     }
     flags = _candidate_flags(chunk, catalog, p, led, cooc)

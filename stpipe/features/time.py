@@ -36,6 +36,9 @@ item_time_features (one row per source, item_id):
     trend              (orders_<s>d / s + 1) / (orders_<l>d / l + 1) with s, l the two
                        shortest windows (7 and 30 by default): > 1 when demand rises
     last_order_days    (cutoff - last order time with the item) / 86400
+    buyers             distinct users who bought the item in the history window (its reach:
+                       the recommender's reach score; a few wholesalers re-ordering an item
+                       make it popular, not widely bought)
     hour_profile       24 shares of the item's orders by local hour (sum 1)
     weekday_profile    7 shares by local weekday, Monday first (sum 1)
 """
@@ -186,7 +189,8 @@ def item_time_features(
     require_columns(lines, HISTORY_COLUMNS + ["category"], where="item_time_features input")
     windows = check_windows(windows_days)
     cutoff = cutoff_epoch(run_date, timezone)
-    orders = _orders_of(lines, ["source", "item_id", "category"])
+    # an order has one user: keeping user_id changes no row and lets buyers be counted
+    orders = _orders_of(lines, ["source", "item_id", "category", "user_id"])
     aggs = []
     for w in windows:
         inside = F.col("days_ago") <= w
@@ -202,7 +206,7 @@ def item_time_features(
     decayed = F.exp(F.lit(-math.log(2.0) / popularity_half_life_days) * age_days)
     items = orders.groupBy("source", "item_id", "category").agg(
         F.count("*").alias("_n"), F.max("epoch").alias("last_epoch"),
-        F.sum(decayed).alias("popularity"), *aggs
+        F.sum(decayed).alias("popularity"), F.countDistinct("user_id").alias("buyers"), *aggs
     )
     total = F.col("_n").cast("double")
     short, long_ = (windows[0], windows[1]) if len(windows) > 1 else (windows[0], windows[0])

@@ -31,11 +31,11 @@ def build_catalog(
 
     embeddings: item_id, embedding; categories: item_id, category; item_time (from
     ``item_time_features``): item_id, popularity, trend, recent_orders (orders in the shortest
-    window); region_item (``region_item_features`` at the item level): region, item_id, lift;
+    window), buyers (optional; null or absent: 0); region_item (``region_item_features`` at the item level): region, item_id, lift;
     causal: cause_category, effect_category, strength (or None); cooc: item_id, other_id,
     similarity (or None: no co-occurrence).
 
-    time score = popularity, log-scaled. Space score in region r = popularity x lift in r
+    time score = popularity, log-scaled; reach score = distinct buyers, log-scaled. Space score in region r = popularity x lift in r
     (the market's demand for the item times how much more r buys it than the market,
     smoothed by ``features.lift_prior``), log-scaled per region, for the items sold in r (0
     for the others). Trending: trend >= ``trend_ratio`` with ``min_trend_orders`` recent orders.
@@ -57,12 +57,16 @@ def build_catalog(
     codes = np.array([cat_code[c] for c in cat_names], dtype=np.int64)
 
     # an item id sold by two sources counts once, with the demand of both
+    if "buyers" not in item_time:
+        item_time = item_time.assign(buyers=0)
     per_item = item_time.groupby("item_id").agg(
-        popularity=("popularity", "sum"), trend=("trend", "max"), recent_orders=("recent_orders", "sum")
+        popularity=("popularity", "sum"), trend=("trend", "max"), recent_orders=("recent_orders", "sum"),
+        buyers=("buyers", "sum"),
     ).reindex(item_ids)
     pop = per_item["popularity"].fillna(0.0).to_numpy(dtype=np.float64)
     recent = per_item["recent_orders"].fillna(0).to_numpy(dtype=np.float64)
     trend = per_item["trend"].fillna(0.0).to_numpy(dtype=np.float64)
+    buyers = per_item["buyers"].fillna(0).to_numpy(dtype=np.float64)
     trending = (recent >= min_trend_orders) & (trend >= trend_ratio)
     popular_order = np.lexsort((np.arange(n), -pop))
 
@@ -105,6 +109,7 @@ def build_catalog(
         category_codes=codes,
         categories=category_list,
         time_score=log_scaled(pop),
+        reach_score=log_scaled(buyers),
         trending=trending,
         regions=regions,
         space_score=space,

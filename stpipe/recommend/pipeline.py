@@ -111,7 +111,7 @@ def _feature_pandas(frames: FeatureFrames, opts: RecommendOptions) -> tuple[pd.D
     """(item_time, region_item) as the small pandas frames :func:`build_catalog` takes."""
     short = window_name("orders", min(int(w) for w in opts.features.windows_days))
     item_time = frames[ITEM_TIME_FEATURES].select(
-        "item_id", "popularity", "trend", F.col(short).alias("recent_orders")
+        "item_id", "popularity", "trend", F.col(short).alias("recent_orders"), "buyers"
     ).toPandas()
     region_item = frames[REGION_ITEM_FEATURES].where(F.col("level") == "item").select(
         "region", F.col("key").alias("item_id"), "lift"
@@ -282,7 +282,7 @@ def recommend(
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
     ``features``: the feature frames for ``run_date`` (None: computed from ``orders`` and
-    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, cooc;
+    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, reach, cooc;
     ``timespace`` = time and space) switches signals and their candidate sources off for
     ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
     the ``recommendations`` schema: every (source, user) with history (only the user ids in

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from stpipe import catalogue, runlog, tables
 from stpipe.catalogue import Table
@@ -107,11 +108,14 @@ class StageContext:
         self.commits[table.name] = done.version
         return done.rows
 
-    def add_missing_columns(self, table: Table) -> list[str]:
+    def add_missing_columns(self, table: Table, schema: StructType | None = None) -> list[str]:
         """Give a declared output written by older code the (nullable) columns its schema has
-        gained since (:func:`stpipe.tables.add_missing_columns`); return their names."""
+        gained since (:func:`stpipe.tables.add_missing_columns`); return their names.
+        ``schema``: the columns to have (default: the table's; windowed tables pass theirs)."""
         self._check(table, self.stage.outputs, "writes")
-        return tables.add_missing_columns(self.spark, self.warehouse, table.name, table.schema)
+        return tables.add_missing_columns(
+            self.spark, self.warehouse, table.name, schema if schema is not None else table.schema
+        )
 
     def merge(
         self, table: Table, df: DataFrame, *, keys: list[str], compare: list[str] | None = None,

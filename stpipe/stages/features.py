@@ -31,6 +31,8 @@ def run(ctx: StageContext) -> StageResult:
     lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         rows_in = lines.count()
+        for table, df in outputs.items():  # a table written before a column was added gains it
+            ctx.add_missing_columns(table, df.schema)
         written = {table.name: ctx.write(table, df) for table, df in outputs.items()}
     finally:
         lines.unpersist()
