@@ -168,6 +168,8 @@ def test_item_time_features_by_hand(spark):
     assert (i1["units_7d"], i1["units_30d"], i1["units_90d"]) == (1, 3, 3)
     assert i1["trend"] == pytest.approx((1 / 7 + 1) / (2 / 30 + 1))
     assert i1["last_order_days"] == pytest.approx(7.0)
+    # distinct buyers before the run date: i1 u1 (twice) and u3; i2 u1 and u2 (u9 buys it later)
+    assert {k: v["buyers"] for k, v in got.items()} == {"i1": 2, "i2": 2, "i3": 1}
     hours = [0.0] * 24
     hours[10], hours[0] = 2 / 3, 1 / 3
     assert i1["hour_profile"] == pytest.approx(hours)

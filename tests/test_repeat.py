@@ -141,7 +141,9 @@ OLD_DATE = dt.date(2024, 2, 1)
 
 
 def old_recommendations_schema() -> T.StructType:
-    return T.StructType([f for f in catalogue.RECOMMENDATIONS.schema.fields if f.name != "repeat_score"])
+    # the table before repeat_score and reach_score were added
+    added = {"repeat_score", "reach_score"}
+    return T.StructType([f for f in catalogue.RECOMMENDATIONS.schema.fields if f.name not in added])
 
 
 @pytest.mark.slow  # the features and recommend stages end to end (about 2 minutes on 2 cores)
@@ -165,10 +167,10 @@ def test_recommend_stage_adds_repeat_score_to_an_older_table(spark, tmp_path):
     recs = tables.read(spark, wh, catalogue.RECOMMENDATIONS.name).toPandas()
     assert "repeat_score" in recs.columns
     before = recs[recs["run_date"] == OLD_DATE]
-    assert len(before) == 1 and before["repeat_score"].isna().all()
+    assert len(before) == 1 and before["repeat_score"].isna().all() and before["reach_score"].isna().all()
     assert before.iloc[0]["history_score"] == 0.4  # the old row is otherwise unchanged
     now = recs[recs["run_date"] == RUN_DATE]
-    assert len(now) > 0 and now["repeat_score"].notna().all()
+    assert len(now) > 0 and now["repeat_score"].notna().all() and now["reach_score"].notna().all()
     # each listed item's repeat score is 1 - 1/(distinct UTC days the user bought it before the
     # run date), 0 when never bought: recounted here from the raw order tuples with pandas
     raw = [(r[2], r[3], r[6].date()) for r in tiny_orders() if r[6].date() < RUN_DATE]
@@ -180,3 +182,8 @@ def test_recommend_stage_adds_repeat_score_to_an_older_table(spark, tmp_path):
     ]
     np.testing.assert_allclose(now["repeat_score"], expected)
     assert max(expected) > 0  # some listed item was bought on several days
+    # reach: log1p(distinct buyers of the item before the run date) / log1p(most buyers of any)
+    pairs = pd.DataFrame([(u, i) for u, i, _ in raw], columns=["user_id", "item_id"])
+    buyers = pairs.groupby("item_id").user_id.nunique()
+    reach = np.log1p(buyers.reindex(now["item_id"]).fillna(0).to_numpy()) / np.log1p(buyers.max())
+    np.testing.assert_allclose(now["reach_score"], reach)

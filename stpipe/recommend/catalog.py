@@ -57,8 +57,9 @@ def build_catalog(
     codes = np.array([cat_code[c] for c in cat_names], dtype=np.int64)
 
     # an item id sold by two sources counts once, with the demand of both
-    if "buyers" not in item_time:
-        item_time = item_time.assign(buyers=0)
+    # buyers: absent or null in a table of older code (reach 0)
+    buyers = pd.to_numeric(item_time["buyers"], errors="coerce") if "buyers" in item_time else 0.0
+    item_time = item_time.assign(buyers=buyers)
     per_item = item_time.groupby("item_id").agg(
         popularity=("popularity", "sum"), trend=("trend", "max"), recent_orders=("recent_orders", "sum"),
         buyers=("buyers", "sum"),
@@ -66,7 +67,7 @@ def build_catalog(
     pop = per_item["popularity"].fillna(0.0).to_numpy(dtype=np.float64)
     recent = per_item["recent_orders"].fillna(0).to_numpy(dtype=np.float64)
     trend = per_item["trend"].fillna(0.0).to_numpy(dtype=np.float64)
-    buyers = per_item["buyers"].fillna(0).to_numpy(dtype=np.float64)
+    buyers = per_item["buyers"].fillna(0.0).to_numpy(dtype=np.float64)
     trending = (recent >= min_trend_orders) & (trend >= trend_ratio)
     popular_order = np.lexsort((np.arange(n), -pop))
 
