@@ -89,6 +89,17 @@ class CompletedNightly:
 
         assert tree_stamp(self.folder) == self.stamp, f"a test modified the template {self.folder}"
 
+    def copy_to(self, target: Path) -> str:
+        """A private copy of the template at ``target``, as if the nightly had run there.
+
+        Delta logs name data files relative to the table folder, the run log and fingerprints
+        hold no warehouse path (test_nightly checks both), the synthetic staging lives outside
+        the warehouse, and copytree keeps mtimes (Delta commit times, VACUUM ages).
+        """
+        self.check_untouched()
+        shutil.copytree(self.folder, target)
+        return str(target)
+
 
 @pytest.fixture(scope="session")
 def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
@@ -107,13 +118,5 @@ def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
 
 @pytest.fixture
 def nightly_warehouse(completed_nightly, tmp_path) -> str:
-    """A private copy of the completed nightly's warehouse, as if that nightly had run there.
-
-    Delta logs name data files relative to the table folder, the run log and fingerprints hold no
-    warehouse path (test_nightly checks a copy skips every stage), the synthetic staging lives
-    outside the warehouse, and copytree keeps mtimes (Delta commit times, VACUUM ages).
-    """
-    completed_nightly.check_untouched()
-    target = tmp_path / "warehouse"
-    shutil.copytree(completed_nightly.folder, target)
-    return str(target)
+    """A private copy of the completed nightly's warehouse (``CompletedNightly.copy_to``)."""
+    return completed_nightly.copy_to(tmp_path / "warehouse")
