@@ -5,10 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from stpipe.runlog import StageResult
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -66,3 +72,51 @@ def warehouse(tmp_path) -> str:
     path = tmp_path / "warehouse"
     path.mkdir()
     return str(path)
+
+
+@dataclass(frozen=True)
+class CompletedNightly:
+    """A nightly of ``helpers.nightly_settings`` run once: its warehouse (a template no test
+    writes to), what ``run_nightly`` returned, and the template's files when it finished."""
+
+    folder: Path
+    result: StageResult
+    stamp: dict[str, tuple[int, int]]
+
+    def check_untouched(self) -> None:
+        """Fail if anything under the template was added, removed or rewritten."""
+        from helpers import tree_stamp
+
+        assert tree_stamp(self.folder) == self.stamp, f"a test modified the template {self.folder}"
+
+    def copy_to(self, target: Path) -> str:
+        """A private copy of the template at ``target``, as if the nightly had run there.
+
+        Delta logs name data files relative to the table folder, the run log and fingerprints
+        hold no warehouse path (test_nightly checks both), the synthetic staging lives outside
+        the warehouse, and copytree keeps mtimes (Delta commit times, VACUUM ages).
+        """
+        self.check_untouched()
+        shutil.copytree(self.folder, target)
+        return str(target)
+
+
+@pytest.fixture(scope="session")
+def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
+    """One whole nightly (about a minute of fixed Spark cost) shared by the tests that start
+    from the same completed warehouse; they get copies of it (``nightly_warehouse``)."""
+    from helpers import nightly_settings, tree_stamp
+
+    from stpipe.stages import run_nightly
+
+    folder = tmp_path_factory.mktemp("nightly-template") / "warehouse"
+    result = run_nightly(spark, nightly_settings(folder))
+    done = CompletedNightly(folder, result, tree_stamp(folder))
+    yield done
+    done.check_untouched()
+
+
+@pytest.fixture
+def nightly_warehouse(completed_nightly, tmp_path) -> str:
+    """A private copy of the completed nightly's warehouse (``CompletedNightly.copy_to``)."""
+    return completed_nightly.copy_to(tmp_path / "warehouse")

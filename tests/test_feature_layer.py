@@ -12,10 +12,9 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
-from helpers import read_sorted
+from helpers import nightly_settings, read_sorted
 
 from stpipe import catalogue, tables
-from stpipe.config import load_settings, replace
 from stpipe.recommend import RecommendOptions, recommend
 from stpipe.schema import ORDERS_CLEAN
 from stpipe.stages import run_nightly
@@ -64,17 +63,11 @@ def test_the_same_user_id_in_two_sources_is_two_users(spark):
     assert sorted(map(tuple, templates.to_numpy())) == [("shop_a", "north"), ("shop_b", "north")]
 
 
-def _settings(warehouse: str, **overrides):
-    base = {
-        "storage.warehouse": warehouse, "run_date": "2024-02-10", "ingest.rows": 2000,
-        "ingest.seed": 42, "ingest.synthetic_start": "2024-01-01", "ingest.synthetic_days": 40,
-        "storage.optimize": False, "storage.vacuum": False,
-    }
-    return replace(load_settings(), **{**base, **overrides})
+_settings = nightly_settings
 
 
-def test_a_feature_setting_reruns_recommend_and_changes_space_scores(spark, warehouse):
-    run_nightly(spark, _settings(warehouse))
+def test_a_feature_setting_reruns_recommend_and_changes_space_scores(spark, nightly_warehouse):
+    warehouse = nightly_warehouse  # a copy of a completed nightly of _settings(warehouse)
     name = catalogue.RECOMMENDATIONS.name
     before = read_sorted(warehouse, name)
     lift_before = tables.read(spark, warehouse, catalogue.REGION_ITEM_FEATURES.name).toPandas()

@@ -1,8 +1,9 @@
 """kill -9 the nightly while it writes: readers keep a consistent table, a rerun completes it.
 
-The warehouse first holds a complete run with seed 1. The nightly for seed 2 is then
-started as a subprocess and killed (SIGKILL to its process group, JVM included) as soon
-as new, not yet committed data files appear in a table folder. Tables are read with the
+The warehouse first holds a complete run with seed 42 (a copy of the session's shared
+nightly: conftest ``nightly_warehouse``). The nightly for seed 43 is then started as a
+subprocess and killed (SIGKILL to its process group, JVM included) as soon as new, not yet
+committed data files appear in a table folder. Tables are read with the
 independent ``deltalake`` reader.
 """
 
@@ -18,32 +19,22 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
-from helpers import read_sorted
+from helpers import NIGHTLY_DATE, nightly_settings, read_sorted
 
 from stpipe import catalogue
-from stpipe.config import load_settings, replace
 from stpipe.lease import LEASE_FILE, acquire
 from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DATE = "2024-02-10"
-ROWS = 20_000  # writing orders_clean (180 partitions) takes far longer than one 20 ms poll
-DAYS = 40
+RUN_DATE = NIGHTLY_DATE
+# helpers.nightly_settings's source (the shared nightly); the killed run and the reference use
+# SEED. Even at 2,000 rows each write leaves its files uncommitted far longer than one 20 ms poll.
+ROWS, DAYS, START = 2000, 40, "2024-01-01"
+SEED = 43
 
 
-def _settings(warehouse: str, seed: int, **extra):
-    overrides = {
-        "storage.warehouse": warehouse,
-        "run_date": RUN_DATE,
-        "ingest.rows": ROWS,
-        "ingest.seed": seed,
-        "ingest.synthetic_start": "2024-01-01",
-        "ingest.synthetic_days": DAYS,
-        "storage.optimize": False,
-        "storage.vacuum": False,
-    }
-    overrides.update(extra)
-    return replace(load_settings(), **overrides)
+def _settings(warehouse: str, **extra):
+    return nightly_settings(warehouse, **{"ingest.seed": SEED, **extra})
 
 
 def _tables(warehouse: str) -> list[str]:
@@ -78,10 +69,12 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
-    warehouse, reference = str(tmp_path / "wh"), str(tmp_path / "ref")
-    run_nightly(spark, _settings(warehouse, seed=1))
-    run_nightly(spark, _settings(reference, seed=2))  # a clean run of what the killed one does
+def test_kill_during_write_then_rerun_completes_the_date(spark, nightly_warehouse, tmp_path):
+    warehouse, reference = nightly_warehouse, str(tmp_path / "ref")
+    settings = nightly_settings(warehouse)
+    assert (settings.ingest.rows, settings.ingest.synthetic_days) == (ROWS, DAYS)
+    assert (settings.ingest.synthetic_start, settings.ingest.seed) == (START, 42)
+    run_nightly(spark, _settings(reference))  # a clean run of what the killed one does
     names = _tables(warehouse)
     previous = {n: _read(warehouse, n) for n in names}
     wanted = {n: _read(reference, n) for n in names}
@@ -91,10 +84,10 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
 
     cmd = [
         sys.executable, "-m", "jobs.nightly", "--warehouse", warehouse, "--date", RUN_DATE,
-        "--rows", str(ROWS), "--seed", "2", "--set", f"ingest.synthetic_days={DAYS}",
-        "--set", "ingest.synthetic_start=2024-01-01", "--set", "spark.shuffle_partitions=2",
+        "--rows", str(ROWS), "--seed", str(SEED), "--set", f"ingest.synthetic_days={DAYS}",
+        "--set", f"ingest.synthetic_start={START}", "--set", "spark.shuffle_partitions=2",
         "--set", "spark.conf.spark.ui.enabled=false", "--set", "storage.lease_ttl_seconds=3",
-        "--full-refresh",  # seed 2 re-delivers the whole source with other values
+        "--full-refresh",  # seed 43 re-delivers the whole source with other values
     ]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "nightly.log", "w") as out:
@@ -130,11 +123,11 @@ def test_kill_during_write_then_rerun_completes_the_date(spark, tmp_path):
             assert _same(now, previous[name]), name
     assert caught in partial
 
-    # The next run redoes the date (its ingest never recorded ok for seed 2) and VACUUM
+    # The next run redoes the date (its ingest never recorded ok for seed 43) and VACUUM
     # with zero retention removes the killed run's orphan files.
     rerun = _settings(
-        warehouse, seed=2, **{"storage.vacuum": True, "storage.vacuum_retention_hours": 0,
-                              "ingest.incremental": False}
+        warehouse, **{"storage.vacuum": True, "storage.vacuum_retention_hours": 0,
+                      "ingest.incremental": False}
     )
     # The killed run's lease is stale after its 3 s ttl: the next job takes it over.
     assert (Path(warehouse) / LEASE_FILE).exists()

@@ -11,32 +11,16 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
-from helpers import read_sorted
+from helpers import nightly_settings, read_sorted
 
 from stpipe import catalogue, stages, tables, upkeep
 from stpipe.catalogue import Table
-from stpipe.config import load_settings, replace
+from stpipe.config import replace
 from stpipe.errors import ConfigError, PipelineError
 from stpipe.runlog import StageResult
 from stpipe.stages import NIGHTLY, Stage, orchestrate, run_nightly, run_stage
 
-RUN_DATE = "2024-02-10"  # the day after 40 synthetic days from 2024-01-01
-
-
-def _settings(warehouse: str, **overrides):
-    base = {
-        "storage.warehouse": warehouse,
-        "run_date": RUN_DATE,
-        "ingest.rows": 2000,
-        "ingest.seed": 42,
-        "ingest.synthetic_start": "2024-01-01",
-        "ingest.synthetic_days": 40,
-        # housekeeping has its own test below; it is slow on a busy machine
-        "storage.optimize": False,
-        "storage.vacuum": False,
-    }
-    base.update(overrides)
-    return replace(load_settings(), **base)
+_settings = nightly_settings
 
 
 _table = read_sorted
@@ -63,9 +47,13 @@ def _run_log(warehouse: str) -> pd.DataFrame:
     return deltalake.DeltaTable(str(Path(warehouse) / catalogue.RUN_LOG.name)).to_pandas()
 
 
-def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(spark, warehouse):
+def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(
+    spark, completed_nightly, nightly_warehouse
+):
+    # the first nightly is the shared one: its result, and a copy of its warehouse
+    warehouse = nightly_warehouse
     settings = _settings(warehouse)
-    first = run_nightly(spark, settings)
+    first = completed_nightly.result
     names = _data_tables(warehouse)
     # every declared output, and nothing else (synthetic: no reviews; user_id_map only when asked;
     # ingest_files only for folder sources)
@@ -103,6 +91,16 @@ def test_rerun_skips_complete_stages_and_force_rewrites_identical_tables(spark, 
         pd.testing.assert_frame_equal(_table(warehouse, name), before[name], obj=name)
 
 
+def test_a_completed_warehouse_names_no_folder_of_its_own(completed_nightly):
+    """Tests get copies of the shared nightly's warehouse (conftest: nightly_warehouse): no file
+    in it (Delta log, run log, data, keys) may hold its absolute path, or a copy would use it."""
+    folder = completed_nightly.folder
+    assert completed_nightly.stamp  # the nightly wrote files there
+    needle = folder.parent.name.encode()  # the unique temporary folder, in any path spelling
+    holding = [rel for rel in completed_nightly.stamp if needle in (folder / rel).read_bytes()]
+    assert holding == []
+
+
 def _assert_reads_are_declared(ok: pd.DataFrame) -> None:
     """Each stage opened exactly its declared inputs (optional ones and reuses: when present)."""
     for stage in NIGHTLY:
@@ -113,8 +111,8 @@ def _assert_reads_are_declared(ok: pd.DataFrame) -> None:
         assert required <= opened <= allowed, (stage.name, opened, allowed)
 
 
-def test_changed_source_parameters_rerun_ingest(spark, warehouse):
-    run_nightly(spark, _settings(warehouse))
+def test_changed_source_parameters_rerun_ingest(spark, nightly_warehouse):
+    warehouse = nightly_warehouse  # a copy of a completed nightly of _settings(warehouse)
     first = _table(warehouse, catalogue.ORDERS_CLEAN.name)
     result = run_nightly(spark, _settings(warehouse, **{"ingest.seed": 43}))
     assert result.details["stages"]["ingest"] == "ran"

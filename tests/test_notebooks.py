@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from stpipe.config import load_settings, replace
+from helpers import NIGHTLY_DATE
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-RUN_DATE = "2024-03-01"
+RUN_DATE = NIGHTLY_DATE  # the session's shared nightly (conftest: completed_nightly)
 
 
 def test_there_are_at_least_three_notebooks():
@@ -29,23 +28,10 @@ def test_notebooks_are_stored_without_outputs(path):
 
 
 @pytest.fixture(scope="module")
-def pipeline_warehouse(spark, tmp_path_factory):
-    from stpipe.stages import run_nightly
-
-    warehouse = str(tmp_path_factory.mktemp("nb") / "warehouse")
-    settings = replace(
-        load_settings(),
-        **{
-            "storage.warehouse": warehouse,
-            "run_date": RUN_DATE,
-            "ingest.rows": 3000,
-            "ingest.synthetic_days": 60,
-            "storage.optimize": False,  # housekeeping has tests of its own
-            "storage.vacuum": False,
-        },
-    )
-    run_nightly(spark, settings)
-    return warehouse
+def pipeline_warehouse(completed_nightly, tmp_path_factory) -> str:
+    """A copy of the session's shared nightly (2,000 rows, 40 days; its Granger run finds
+    significant relations, so 02_granger draws them): the notebooks only read it."""
+    return completed_nightly.copy_to(tmp_path_factory.mktemp("nb") / "warehouse")
 
 
 @pytest.mark.notebooks
