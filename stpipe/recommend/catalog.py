@@ -31,14 +31,15 @@ def build_catalog(
 
     embeddings: item_id, embedding; categories: item_id, category; item_time (from
     ``item_time_features``): item_id, popularity, trend, recent_orders (orders in the shortest
-    window), buyers (optional; null or absent: 0); region_item (``region_item_features`` at the item level): region, item_id, lift;
-    causal: cause_category, effect_category, strength (or None); cooc: item_id, other_id,
-    similarity (or None: no co-occurrence).
+    window), buyers (optional; null or absent: 0); region_item (``region_item_features`` at the
+    item level): region, item_id, lift; causal: cause_category, effect_category, strength (or
+    None); cooc: item_id, other_id, similarity (or None: no co-occurrence).
 
-    time score = popularity, log-scaled; reach score = distinct buyers, log-scaled. Space score in region r = popularity x lift in r
-    (the market's demand for the item times how much more r buys it than the market,
-    smoothed by ``features.lift_prior``), log-scaled per region, for the items sold in r (0
-    for the others). Trending: trend >= ``trend_ratio`` with ``min_trend_orders`` recent orders.
+    time score = popularity, log-scaled; reach score = distinct buyers, log-scaled. Space score
+    in region r = popularity x lift in r (the market's demand for the item times how much more
+    r buys it than the market, smoothed by ``features.lift_prior``), log-scaled per region, for
+    the items sold in r (0 for the others). Trending: trend >= ``trend_ratio`` with
+    ``min_trend_orders`` recent orders.
     """
     emb = embeddings.sort_values("item_id", kind="stable").drop_duplicates("item_id")
     item_ids = emb["item_id"].astype(str).to_numpy()
@@ -56,10 +57,10 @@ def build_catalog(
     cat_code = {c: i for i, c in enumerate(category_list)}
     codes = np.array([cat_code[c] for c in cat_names], dtype=np.int64)
 
-    # an item id sold by two sources counts once, with the demand of both
     # buyers: absent or null in a table of older code (reach 0)
     buyers = pd.to_numeric(item_time["buyers"], errors="coerce") if "buyers" in item_time else 0.0
     item_time = item_time.assign(buyers=buyers)
+    # an item id sold by two sources counts once, with the demand of both
     per_item = item_time.groupby("item_id").agg(
         popularity=("popularity", "sum"), trend=("trend", "max"), recent_orders=("recent_orders", "sum"),
         buyers=("buyers", "sum"),
