@@ -213,6 +213,9 @@ class RecommendSettings:
     ease_max_items: int = 15000
     # "trending": item_time_features.trend (short- over long-window order rate) at least this.
     trend_ratio: float = 1.5
+    # rebuy: an item's share of buyers who bought it on 2+ days, shrunk towards the market's
+    # share with the weight of this many buyers (stpipe/recommend/catalog.py::rebuy_rates).
+    rebuy_prior_buyers: float = 10.0
     # Fusion: features as of run_date - validation_days, labels = purchases after.
     validation_days: int = 28
     fusion_l2: float = 1.0
@@ -378,6 +381,10 @@ def check_values(settings: Settings) -> Settings:
             f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
         )
     check_finetune(settings.model.encoder, settings.model.finetune)
+    if settings.recommend.rebuy_prior_buyers < 0:
+        raise ConfigError(
+            f"recommend.rebuy_prior_buyers: must be 0 or more, got {settings.recommend.rebuy_prior_buyers}"
+        )
     if settings.ingest.late_days < 0:
         raise ConfigError(f"ingest.late_days: must be 0 or more, got {settings.ingest.late_days}")
     if ".." in Path(settings.evaluate.report_dir).parts:

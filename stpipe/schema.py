@@ -132,6 +132,8 @@ def item_time_schema(windows_days: Sequence[int]) -> T.StructType:
         T.StructField("last_order_days", T.DoubleType(), False),
         # distinct users who bought the item in the history window; nullable: added in a later version
         T.StructField("buyers", T.LongType(), True),
+        # of those, the users who bought it on two or more local days; nullable: added later still
+        T.StructField("repeat_buyers", T.LongType(), True),
         T.StructField("hour_profile", T.ArrayType(T.DoubleType(), True), False),
         T.StructField("weekday_profile", T.ArrayType(T.DoubleType(), True), False),
     ]
@@ -204,6 +206,7 @@ RECOMMENDATIONS = T.StructType(
         # added after the first release: null in the rows of older runs (see add_missing_columns)
         T.StructField("repeat_score", T.DoubleType(), True),
         T.StructField("reach_score", T.DoubleType(), True),
+        T.StructField("rebuy_score", T.DoubleType(), True),
         T.StructField("cooc_score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("is_cold_start", T.BooleanType(), False),

@@ -156,6 +156,21 @@ def test_days_hours_and_the_boundary_follow_the_configured_time_zone(spark):
     assert out["pref_hour"] == 23  # 23:59:59 twice, 00:00 once (local)
 
 
+def test_repeat_buyers_count_days_not_orders(spark):
+    rows = [
+        ("p1", "u", "i1", 1, 1.0, "2024-03-05 09:00:00", "r", None, None),
+        ("p2", "u", "i1", 1, 1.0, "2024-03-05 18:00:00", "r", None, None),  # same day: one trip
+        ("p3", "v", "i1", 1, 1.0, "2024-03-01 09:00:00", "r", None, None),
+        ("p4", "v", "i1", 1, 1.0, "2024-03-02 09:00:00", "r", None, None),  # v comes back
+        ("p5", "w", "i1", 1, 1.0, "2024-03-10 09:00:00", "r", None, None),  # the run date: out
+        ("p6", "w", "i1", 1, 1.0, "2024-03-08 09:00:00", "r", None, None),
+    ]
+    got = time.item_time_features(
+        lines_of(spark, rows), run_date=RUN, timezone="UTC", windows_days=[7]
+    ).collect()
+    assert [(r["item_id"], r["buyers"], r["repeat_buyers"]) for r in got] == [("i1", 3, 1)]
+
+
 def test_item_time_features_by_hand(spark):
     out = time.item_time_features(
         lines_of(spark, PAST + FUTURE), run_date=RUN, timezone="UTC", windows_days=[7, 30, 90]
@@ -170,6 +185,8 @@ def test_item_time_features_by_hand(spark):
     assert i1["last_order_days"] == pytest.approx(7.0)
     # distinct buyers before the run date: i1 u1 (twice) and u3; i2 u1 and u2 (u9 buys it later)
     assert {k: v["buyers"] for k, v in got.items()} == {"i1": 2, "i2": 2, "i3": 1}
+    # of those, who bought it on two or more days: u1 bought i1 on 03-01 and 03-03
+    assert {k: v["repeat_buyers"] for k, v in got.items()} == {"i1": 1, "i2": 0, "i3": 0}
     hours = [0.0] * 24
     hours[10], hours[0] = 2 / 3, 1 / 3
     assert i1["hour_profile"] == pytest.approx(hours)

@@ -65,7 +65,7 @@ OLD_DATE = dt.date(2024, 2, 1)
 
 
 @pytest.mark.slow  # the features stage end to end
-def test_features_stage_adds_buyers_to_an_older_item_time_table(spark, tmp_path):
+def test_features_stage_adds_buyer_counts_to_an_older_item_time_table(spark, tmp_path):
     from stpipe.stages import FEATURES, run_stage
     from tests.test_recommend import RUN_DATE, job_settings, tiny_orders, tiny_warehouse_at
 
@@ -73,7 +73,8 @@ def test_features_stage_adds_buyers_to_an_older_item_time_table(spark, tmp_path)
     settings = job_settings(wh)
     windows = settings.features.windows_days
     full = catalogue.ITEM_TIME_FEATURES.schema(windows)
-    old_schema = T.StructType([f for f in full.fields if f.name != "buyers"])
+    added = {"buyers", "repeat_buyers"}  # the table before either column existed
+    old_schema = T.StructType([f for f in full.fields if f.name not in added])
     values = {
         "run_date": OLD_DATE, "source": "tiny", "item_id": "i00", "category": "c",
         "popularity": 1.0, "trend": 1.0, "last_order_days": 2.0,
@@ -87,11 +88,13 @@ def test_features_stage_adds_buyers_to_an_older_item_time_table(spark, tmp_path)
 
     got = tables.read(spark, wh, catalogue.ITEM_TIME_FEATURES.name).toPandas()
     before = got[got["run_date"] == OLD_DATE]
-    assert len(before) == 1 and before["buyers"].isna().all()
+    assert len(before) == 1 and before[sorted(added)].isna().all().all()
     assert before.iloc[0]["popularity"] == 1.0  # the old row is otherwise unchanged
-    now = got[got["run_date"] == RUN_DATE].set_index("item_id")["buyers"].to_dict()
-    # distinct users per item before the run date (UTC, the features' time zone), by pandas
-    raw = [(r[2], r[3]) for r in tiny_orders() if r[6].date() < RUN_DATE]
-    expected = pd.DataFrame(raw, columns=["user_id", "item_id"]).groupby("item_id").user_id.nunique()
-    assert now == expected.to_dict()
-    assert max(now.values()) > 1
+    now = got[got["run_date"] == RUN_DATE].set_index("item_id")
+    # distinct users per item before the run date (UTC, the features' time zone), and those of
+    # them who bought it on two or more dates, by pandas
+    raw = [(r[2], r[3], r[6].date()) for r in tiny_orders() if r[6].date() < RUN_DATE]
+    days = pd.DataFrame(raw, columns=["user_id", "item_id", "day"]).groupby(["item_id", "user_id"]).day.nunique()
+    assert now["buyers"].to_dict() == days.groupby(level="item_id").size().to_dict()
+    assert now["repeat_buyers"].to_dict() == (days >= 2).groupby(level="item_id").sum().to_dict()
+    assert now["buyers"].max() > 1 and now["repeat_buyers"].max() > 0

@@ -203,7 +203,7 @@ def test_job_rerun_is_identical_and_replaces_the_slice(job_runs):
     pd.testing.assert_frame_equal(
         w1.sort_values("feature").reset_index(drop=True), w2.sort_values("feature").reset_index(drop=True)
     )
-    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "repeat", "reach", "cooc"])
+    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "repeat", "reach", "rebuy", "cooc"])
     assert (w1["train_rows"] > 0).all()
 
 

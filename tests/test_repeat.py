@@ -140,14 +140,16 @@ def test_cold_start_templates_have_no_days(spark):
 OLD_DATE = dt.date(2024, 2, 1)
 
 
+ADDED = ["reach_score", "rebuy_score", "repeat_score"]  # columns added after the first release
+
+
 def old_recommendations_schema() -> T.StructType:
-    # the table before repeat_score and reach_score were added
-    added = {"repeat_score", "reach_score"}
-    return T.StructType([f for f in catalogue.RECOMMENDATIONS.schema.fields if f.name not in added])
+    # the table before repeat_score, reach_score and rebuy_score were added
+    return T.StructType([f for f in catalogue.RECOMMENDATIONS.schema.fields if f.name not in ADDED])
 
 
 @pytest.mark.slow  # the features and recommend stages end to end (about 2 minutes on 2 cores)
-def test_recommend_stage_adds_repeat_score_to_an_older_table(spark, tmp_path):
+def test_recommend_stage_adds_the_newer_scores_to_an_older_table(spark, tmp_path):
     from stpipe.stages import FEATURES, RECOMMEND, run_stage
     from tests.test_recommend import RUN_DATE, job_settings, tiny_orders, tiny_warehouse_at
 
@@ -167,10 +169,10 @@ def test_recommend_stage_adds_repeat_score_to_an_older_table(spark, tmp_path):
     recs = tables.read(spark, wh, catalogue.RECOMMENDATIONS.name).toPandas()
     assert "repeat_score" in recs.columns
     before = recs[recs["run_date"] == OLD_DATE]
-    assert len(before) == 1 and before["repeat_score"].isna().all() and before["reach_score"].isna().all()
+    assert len(before) == 1 and before[ADDED].isna().all().all()
     assert before.iloc[0]["history_score"] == 0.4  # the old row is otherwise unchanged
     now = recs[recs["run_date"] == RUN_DATE]
-    assert len(now) > 0 and now["repeat_score"].notna().all() and now["reach_score"].notna().all()
+    assert len(now) > 0 and now[ADDED].notna().all().all()
     # each listed item's repeat score is 1 - 1/(distinct UTC days the user bought it before the
     # run date), 0 when never bought: recounted here from the raw order tuples with pandas
     raw = [(r[2], r[3], r[6].date()) for r in tiny_orders() if r[6].date() < RUN_DATE]
@@ -187,3 +189,12 @@ def test_recommend_stage_adds_repeat_score_to_an_older_table(spark, tmp_path):
     buyers = pairs.groupby("item_id").user_id.nunique()
     reach = np.log1p(buyers.reindex(now["item_id"]).fillna(0).to_numpy()) / np.log1p(buyers.max())
     np.testing.assert_allclose(now["reach_score"], reach)
+    # rebuy: on the user's own items, (repeat buyers + 10 m) / (buyers + 10), m = the market's
+    # share of repeat buyers; 0 on items the user never bought
+    repeaters = pd.Series(n_days)[pd.Series(n_days) >= 2].reset_index().groupby("level_1").size()
+    repeaters = repeaters.reindex(buyers.index).fillna(0)
+    m = repeaters.sum() / buyers.sum()
+    rate = (repeaters + 10 * m) / (buyers + 10)
+    rebuy = [rate[i] if (u, i) in n_days else 0.0 for u, i in zip(now["user_id"], now["item_id"], strict=True)]
+    np.testing.assert_allclose(now["rebuy_score"], rebuy)
+    assert len(set(np.round(rebuy, 9)) - {0.0}) > 1  # listed own items differ in their rates

@@ -12,6 +12,9 @@ composes them. Components, each a (users, items) array:
 * history: the user's own recency weight of the item (max 1);
 * repeat: how habitually the user re-buys the item, 1 - 1/n for an item bought on n distinct
   days (0 for one bought once or never; :func:`repeat_transform`);
+* rebuy: for items in the user's history, how often the item's buyers come back for it (the
+  share of its buyers who bought it on two or more days, shrunk towards the market's share);
+  0 for other items. Some goods are re-stocked (bags, candles), others bought once (a clock);
 * cooc: history weights times the item x item co-occurrence matrix, max 1 per user.
 
 Candidate sources, each a boolean (users, items) mask: popular in the region, neighbours of
@@ -126,6 +129,13 @@ def repeat_scores(chunk: Chunk) -> np.ndarray:
         if len(idx):
             np.maximum.at(score[row], idx, repeat_transform(days))
     return score
+
+
+def rebuy_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:
+    """(users, items): the item's re-buy rate where the user bought it before, else 0."""
+    if catalog.rebuy_rate is None:
+        return np.zeros(chunk.shape, dtype=np.float64)
+    return np.where(chunk.bought, catalog.rebuy_rate, 0.0)
 
 
 def category_shares(chunk: Chunk, catalog: Catalog) -> np.ndarray:

@@ -38,12 +38,13 @@ from udfs.candidates import (
     neighbour_candidates,
     popular_candidates,
     reach_scores,
+    rebuy_scores,
     repeat_scores,
     space_scores,
     time_scores,
 )
 
-FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "reach", "cooc")
+FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "reach", "rebuy", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
 USER_COLUMNS = (
@@ -72,6 +73,7 @@ class Catalog:
     # (n, n) sparse: row item's most co-bought items and their similarity (None: no signal)
     cooc: sp.csr_matrix | None = None
     reach_score: np.ndarray | None = None  # (n,) float; None: no buyer counts (reach 0)
+    rebuy_rate: np.ndarray | None = None  # (n,) share of buyers who re-buy; None: rebuy 0
     _index: dict[str, int] | None = field(default=None, repr=False)
     _by_category: list[np.ndarray] | None = field(default=None, repr=False)
 
@@ -172,6 +174,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         # like history, non-zero only on bought items: 0 in every list when allow_repeat is off
         "repeat": repeat_scores(chunk),
         "reach": reach_scores(chunk, catalog),
+        "rebuy": rebuy_scores(chunk, catalog),  # non-zero only on bought items, like repeat
         "cooc": cooc,
     }
     flags = _candidate_flags(chunk, catalog, p, led, cooc)

@@ -39,6 +39,8 @@ item_time_features (one row per source, item_id):
     buyers             distinct users who bought the item in the history window (its reach:
                        the recommender's reach score; a few wholesalers re-ordering an item
                        make it popular, not widely bought)
+    repeat_buyers      of those, the users who bought it on two or more local days: how often
+                       its buyers come back for it (the recommender's rebuy score)
     hour_profile       24 shares of the item's orders by local hour (sum 1)
     weekday_profile    7 shares by local weekday, Monday first (sum 1)
 """
@@ -82,6 +84,17 @@ def _orders_of(lines: DataFrame, keys: list[str]) -> DataFrame:
     ).select(
         *keys, "order_id", "first.epoch", "first.days_ago", "first.hour", "first.weekday",
         "spend", "units",
+    )
+
+
+def _buyers(orders: DataFrame) -> DataFrame:
+    """Per (source, item_id): distinct buyers, and those who bought it on two or more local days."""
+    per_user = orders.groupBy("source", "item_id", "user_id").agg(
+        F.countDistinct("days_ago").alias("_days")
+    )
+    return per_user.groupBy("source", "item_id").agg(
+        F.count("*").alias("buyers"),
+        F.count(F.when(F.col("_days") >= 2, 1)).alias("repeat_buyers"),
     )
 
 
@@ -206,8 +219,8 @@ def item_time_features(
     decayed = F.exp(F.lit(-math.log(2.0) / popularity_half_life_days) * age_days)
     items = orders.groupBy("source", "item_id", "category").agg(
         F.count("*").alias("_n"), F.max("epoch").alias("last_epoch"),
-        F.sum(decayed).alias("popularity"), F.countDistinct("user_id").alias("buyers"), *aggs
-    )
+        F.sum(decayed).alias("popularity"), *aggs
+    ).join(_buyers(orders), ["source", "item_id"])
     total = F.col("_n").cast("double")
     short, long_ = (windows[0], windows[1]) if len(windows) > 1 else (windows[0], windows[0])
     trend = (F.col(window_name("orders", short)) / F.lit(float(short)) + 1) / (

@@ -15,6 +15,30 @@ def log_scaled(values: np.ndarray) -> np.ndarray:
     return np.log1p(values) / np.log1p(top) if top > 0 else np.zeros_like(values, dtype=np.float64)
 
 
+def rebuy_rates(item_time: pd.DataFrame, item_ids: np.ndarray, *, prior_buyers: float) -> np.ndarray | None:
+    """Per item of ``item_ids``: the share of its buyers who bought it on two or more days,
+    shrunk towards the market's share with the weight of ``prior_buyers`` buyers:
+    (repeat_buyers + a m) / (buyers + a), m = sum of repeat_buyers / sum of buyers.
+
+    An item with few buyers says little about itself (2 of 3 is not a habit), so it reads
+    close to the market's share until it has many more than ``a`` buyers. Items without
+    counts (not sold in the window, or rows of older code where the columns are null) get
+    m; None when no item has counts (absent columns: the component is 0).
+    """
+    if "repeat_buyers" not in item_time or "buyers" not in item_time:
+        return None
+    counts = item_time[["item_id", "buyers", "repeat_buyers"]].apply(
+        lambda col: col if col.name == "item_id" else pd.to_numeric(col, errors="coerce")
+    ).dropna()
+    counts = counts[counts["buyers"] > 0]
+    if counts.empty:
+        return None
+    per_item = counts.groupby("item_id")[["buyers", "repeat_buyers"]].sum()  # sources add up
+    market = float(per_item["repeat_buyers"].sum() / per_item["buyers"].sum())
+    rate = (per_item["repeat_buyers"] + prior_buyers * market) / (per_item["buyers"] + prior_buyers)
+    return rate.reindex(item_ids).fillna(market).to_numpy(dtype=np.float64)
+
+
 def build_catalog(
     embeddings: pd.DataFrame,
     categories: pd.DataFrame,
@@ -26,16 +50,19 @@ def build_catalog(
     trend_ratio: float = 1.5,
     min_trend_orders: int = 2,
     max_region_candidates: int = 500,
+    rebuy_prior_buyers: float = 10.0,
 ) -> Catalog:
     """Align every per-item signal on the sorted item ids of ``embeddings``.
 
     embeddings: item_id, embedding; categories: item_id, category; item_time (from
     ``item_time_features``): item_id, popularity, trend, recent_orders (orders in the shortest
-    window), buyers (optional; null or absent: 0); region_item (``region_item_features`` at the
-    item level): region, item_id, lift; causal: cause_category, effect_category, strength (or
-    None); cooc: item_id, other_id, similarity (or None: no co-occurrence).
+    window), buyers and repeat_buyers (optional; null or absent: 0); region_item
+    (``region_item_features`` at the item level): region, item_id, lift; causal:
+    cause_category, effect_category, strength (or None); cooc: item_id, other_id, similarity
+    (or None: no co-occurrence).
 
-    time score = popularity, log-scaled; reach score = distinct buyers, log-scaled. Space score
+    time score = popularity, log-scaled; reach score = distinct buyers, log-scaled; rebuy rate:
+    :func:`rebuy_rates` with ``rebuy_prior_buyers``. Space score
     in region r = popularity x lift in r (the market's demand for the item times how much more
     r buys it than the market, smoothed by ``features.lift_prior``), log-scaled per region, for
     the items sold in r (0 for the others). Trending: trend >= ``trend_ratio`` with
@@ -57,6 +84,7 @@ def build_catalog(
     cat_code = {c: i for i, c in enumerate(category_list)}
     codes = np.array([cat_code[c] for c in cat_names], dtype=np.int64)
 
+    rebuy = rebuy_rates(item_time, item_ids, prior_buyers=rebuy_prior_buyers)
     # buyers: absent or null in a table of older code (reach 0)
     buyers = pd.to_numeric(item_time["buyers"], errors="coerce") if "buyers" in item_time else 0.0
     item_time = item_time.assign(buyers=buyers)
@@ -112,6 +140,7 @@ def build_catalog(
         categories=category_list,
         time_score=log_scaled(pop),
         reach_score=log_scaled(buyers),
+        rebuy_rate=rebuy,
         trending=trending,
         regions=regions,
         space_score=space,

@@ -111,7 +111,8 @@ def _feature_pandas(frames: FeatureFrames, opts: RecommendOptions) -> tuple[pd.D
     """(item_time, region_item) as the small pandas frames :func:`build_catalog` takes."""
     short = window_name("orders", min(int(w) for w in opts.features.windows_days))
     item_time = frames[ITEM_TIME_FEATURES].select(
-        "item_id", "popularity", "trend", F.col(short).alias("recent_orders"), "buyers"
+        "item_id", "popularity", "trend", F.col(short).alias("recent_orders"), "buyers",
+        "repeat_buyers",
     ).toPandas()
     region_item = frames[REGION_ITEM_FEATURES].where(F.col("level") == "item").select(
         "region", F.col("key").alias("item_id"), "lift"
@@ -157,6 +158,7 @@ def load_catalog(
     return build_catalog(
         emb, cats, item_time, region_item, causal_pdf, cooc,
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
+        rebuy_prior_buyers=opts.rebuy_prior_buyers,
     )
 
 
@@ -282,7 +284,8 @@ def recommend(
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
     ``features``: the feature frames for ``run_date`` (None: computed from ``orders`` and
-    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, reach, cooc;
+    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, reach, rebuy,
+    cooc;
     ``timespace`` = time and space) switches signals and their candidate sources off for
     ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
     the ``recommendations`` schema: every (source, user) with history (only the user ids in
