@@ -111,7 +111,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
     ``users`` has :data:`USER_COLUMNS`. Returns one row per (user, item) kept, in
     :data:`RESULT_COLUMNS`: source, user_id, region, is_cold_start, rank, item_id, score, the
-    seven component scores, reasons (list of str) and n_candidates.
+    component scores (one per :data:`FEATURES`), reasons (list of str) and n_candidates.
     """
     missing = [c for c in USER_COLUMNS if c not in users.columns]
     if missing:

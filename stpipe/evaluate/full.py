@@ -27,6 +27,7 @@ from stpipe.evaluate.baselines import EvalContext, Model, to_spark
 from stpipe.evaluate.names import FULL_VARIANTS
 from stpipe.evaluate.runner import ModelUnavailable
 from stpipe.recommend import RecommendOptions, recommend
+from stpipe.recommend.shared import SharedWork
 
 log = logging.getLogger("stpipe.evaluate")
 
@@ -54,8 +55,10 @@ def models(
     cutoff: dt.date,
     list_length: int,
     opts: RecommendOptions,
+    shared: SharedWork | None = None,
 ) -> dict[str, Model]:
-    """The `full` variants as model functions sharing one ``prepare`` (run at most once)."""
+    """The `full` variants as model functions sharing one ``prepare`` (run at most once) and,
+    when given, one ``shared`` (each date's features and catalogue computed once for all)."""
     state: dict[Any, Any] = {}
 
     def inputs() -> dict[str, DataFrame]:
@@ -88,7 +91,7 @@ def models(
                     recs = recommend(
                         spark, **data, run_date=cutoff, components=components,
                         k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
-                        only_users=wanted,
+                        only_users=wanted, shared=shared,
                     )
                     state[key] = recs.select("user_id", "region", "rank", "item_id").toPandas()
                     state[key + ("users",)] = wanted

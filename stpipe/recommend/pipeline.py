@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -39,13 +39,11 @@ from stpipe.recommend import signals
 from stpipe.recommend.catalog import build_catalog
 from stpipe.recommend.fusion import FusionFit, fit_fusion
 from stpipe.recommend.item_model import item_neighbours
+from stpipe.recommend.shared import FeatureFrames, SharedWork
 from stpipe.schema import require_columns, select_schema, window_name
 from udfs.score import ALL_COMPONENTS, FEATURES, Catalog, ScoreParams, score_batches
 
 log = logging.getLogger("stpipe.recommend")
-
-# The feature frames of one as-of date, by table (see the module docstring).
-FeatureFrames = Mapping[Table, DataFrame]
 
 SCORED = T.StructType(
     [
@@ -162,6 +160,40 @@ def load_catalog(
     )
 
 
+def _signals(
+    orders: DataFrame,
+    items: DataFrame,
+    item_embeddings: DataFrame,
+    granger_stats: DataFrame | None,
+    features: FeatureFrames | None,
+    *,
+    as_of: dt.date,
+    causal_date: dt.date,
+    opts: RecommendOptions,
+    with_cooc: bool,
+    shared: SharedWork | None,
+) -> tuple[FeatureFrames, Catalog]:
+    """The feature frames (``features`` when given) and the catalogue as of ``as_of``; through
+    ``shared`` when given, so that each date's are computed once."""
+    def frames() -> FeatureFrames:
+        return feature_frames_for(orders, items, features, as_of=as_of, opts=opts)
+
+    if shared is not None and features is None:
+        features = shared.features(as_of, frames)
+    else:
+        features = frames()
+
+    def catalog() -> Catalog:
+        return load_catalog(
+            orders, items, item_embeddings, granger_stats, features, as_of=as_of,
+            causal_date=causal_date, opts=opts, with_cooc=with_cooc,
+        )
+
+    if shared is None:
+        return features, catalog()
+    return features, shared.catalog(as_of, causal_date, with_cooc, catalog)
+
+
 def _score(
     users: DataFrame, catalog: Catalog, params: ScoreParams, *, partitions: int
 ) -> DataFrame:
@@ -203,14 +235,17 @@ def train_fusion(
     run_date: dt.date,
     components: Iterable[str] = ALL_COMPONENTS,
     opts: RecommendOptions = RecommendOptions(),
+    shared: SharedWork | None = None,
 ) -> tuple[FusionFit, dt.date]:
-    """Fit the fusion weights: candidates as of run_date - validation_days, labels after it."""
+    """Fit the fusion weights: candidates as of run_date - validation_days, labels after it.
+
+    ``shared``: computes the features and catalogue of each date once across calls (see
+    :mod:`stpipe.recommend.shared`)."""
     components = normalise_components(components)
     as_of = run_date - dt.timedelta(days=opts.validation_days)
-    features = features_as_of(orders, items, as_of=as_of, params=opts.features)
-    catalog = load_catalog(
-        orders, items, item_embeddings, granger_stats, features, as_of=as_of,
-        causal_date=run_date, opts=opts, with_cooc="cooc" in components,
+    features, catalog = _signals(
+        orders, items, item_embeddings, granger_stats, None, as_of=as_of, causal_date=run_date,
+        opts=opts, with_cooc="cooc" in components, shared=shared,
     )
     lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
     later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
@@ -280,6 +315,7 @@ def recommend(
     weights: dict[str, float] | None = None,
     opts: RecommendOptions = RecommendOptions(),
     only_users: Iterable[str] | None = None,
+    shared: SharedWork | None = None,
 ) -> DataFrame:
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
@@ -290,7 +326,9 @@ def recommend(
     ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
     the ``recommendations`` schema: every (source, user) with history (only the user ids in
     ``only_users`` when given: the offline evaluation scores just the users it evaluates),
-    plus one cold-start template per source and region (user_id '*').
+    plus one cold-start template per source and region (user_id '*'). ``shared``: the
+    features and catalogue of each date computed once across calls on the same inputs (the
+    evaluation's ablations and variants; :mod:`stpipe.recommend.shared`).
     """
     components = normalise_components(components)
     opts = dataclasses.replace(
@@ -302,11 +340,11 @@ def recommend(
         weights = train_fusion(
             spark, orders=orders, items=items, item_embeddings=item_embeddings,
             granger_stats=granger_stats, run_date=run_date, components=components, opts=opts,
+            shared=shared,
         )[0].weights
-    features = feature_frames_for(orders, items, features, as_of=run_date, opts=opts)
-    catalog = load_catalog(
+    features, catalog = _signals(
         orders, items, item_embeddings, granger_stats, features, as_of=run_date,
-        causal_date=run_date, opts=opts, with_cooc="cooc" in components,
+        causal_date=run_date, opts=opts, with_cooc="cooc" in components, shared=shared,
     )
     lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
     users = signals.user_histories(

@@ -40,6 +40,7 @@ from stpipe.evaluate.registry import BASELINES
 from stpipe.evaluate.report import write_cutoffs_summary, write_report
 from stpipe.evaluate.runner import EvaluationResult, evaluate_split, metrics_rows
 from stpipe.recommend import RecommendOptions
+from stpipe.recommend.shared import SharedWork
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext, run_stage
 from stpipe.stages.embed import EMBED
@@ -108,9 +109,10 @@ def prepare_scratch(
 
 def model_registry(
     spark: SparkSession, settings: Settings, names: list[str], *, orders: DataFrame, items: DataFrame,
-    cutoff: dt.date,
+    cutoff: dt.date, work: SharedWork | None = None,
 ) -> dict[str, Model]:
-    """Name -> model function; `full` and its ablations run the pipeline as of the cutoff."""
+    """Name -> model function; `full` and its ablations run the pipeline as of the cutoff
+    (``work``: their features and catalogues, computed once for all of them)."""
     ev = settings.evaluate
     list_length = max(ev.category_candidates, 10 * max([*ev.ks, ev.k]))
     scratch = scratch_path(settings, settings.ingest.source, cutoff)
@@ -118,7 +120,7 @@ def model_registry(
         spark,
         prepare=lambda: prepare_scratch(spark, settings, orders, items, cutoff=cutoff, scratch=scratch),
         cutoff=cutoff, list_length=list_length,
-        opts=RecommendOptions.from_settings(settings.recommend, settings.features),
+        opts=RecommendOptions.from_settings(settings.recommend, settings.features), shared=work,
     )
     known = {**BASELINES, **full}
     unknown = [n for n in names if n not in known]
@@ -185,16 +187,22 @@ def evaluate_cutoff(
     """One split: its models, its slice of eval_metrics, eval_lists and eval_truth, its report."""
     spark, settings = ctx.spark, ctx.settings
     ev, source = settings.evaluate, settings.ingest.source
-    registry = model_registry(spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff)
-    result = evaluate_split(
-        spark, orders, items.select("item_id", "category").toPandas(), registry,
-        cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
-        pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
-        als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
-        ease=EaseGrid(tuple(ev.ease_l2s), tuple(ev.ease_history_weights), ev.ease_max_items),
-        category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
-        seed=ev.seed, shared=shared,
-    )
+    work = SharedWork()  # the recommender's features and catalogues as of this cutoff
+    try:
+        registry = model_registry(
+            spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff, work=work
+        )
+        result = evaluate_split(
+            spark, orders, items.select("item_id", "category").toPandas(), registry,
+            cutoff=cutoff, horizon_days=ev.horizon_days, ks=ev.ks, k=ev.k,
+            pop_window_days=ev.pop_window_days, decay_days=ev.decay_days,
+            als=AlsGrid(tuple(ev.als_ranks), tuple(ev.als_reg_params), tuple(ev.als_alphas), ev.als_max_iter, ev.seed),
+            ease=EaseGrid(tuple(ev.ease_l2s), tuple(ev.ease_history_weights), ev.ease_max_items),
+            category_level=source in ev.category_sources, category_candidates=ev.category_candidates,
+            seed=ev.seed, shared=shared,
+        )
+    finally:
+        work.close()
     rows = metrics_rows(result.metrics, run_date=settings.date, source=source, cutoff=cutoff, paired=result.paired)
     written = ctx.write(EVAL_METRICS, spark.createDataFrame(rows, EVAL_METRICS.schema), source=source, cutoff=cutoff)
     keys = {"run_date": settings.date, "source": source, "cutoff": cutoff}

@@ -1,0 +1,57 @@
+"""Work that :func:`~stpipe.recommend.recommend` repeats for every component set, done once.
+
+An evaluation calls the recommender many times on the same inputs as of the same cutoff: `full`
+and its ablations, in two variants, each fitting its fusion as of ``cutoff - validation_days``
+first. The feature frames and the catalogue (popularity, regions, Granger strengths and the
+item x item matrix, the costly part) depend only on the dates, the inputs and the options, not
+on which components are on, so a :class:`SharedWork` given to those calls computes each once.
+
+It is keyed by dates only: one instance must serve one set of inputs (orders, items,
+embeddings, Granger statistics) and one set of options; the evaluation makes one per cutoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+
+from pyspark.sql import DataFrame
+
+from stpipe.catalogue import Table
+from udfs.score import Catalog
+
+# The feature frames of one as-of date, by table (stpipe.features.build.features_as_of).
+FeatureFrames = Mapping[Table, DataFrame]
+
+
+class SharedWork:
+    """Feature frames by as-of date and catalogues by (as-of, causal) date, computed on first use."""
+
+    def __init__(self) -> None:
+        self._features: dict[dt.date, FeatureFrames] = {}
+        self._catalogs: dict[tuple[dt.date, dt.date, bool], Catalog] = {}
+
+    def features(self, as_of: dt.date, compute: Callable[[], FeatureFrames]) -> FeatureFrames:
+        """The feature frames as of ``as_of``, cached in Spark (read by several calls)."""
+        if as_of not in self._features:
+            self._features[as_of] = {table: df.cache() for table, df in compute().items()}
+        return self._features[as_of]
+
+    def catalog(
+        self, as_of: dt.date, causal_date: dt.date, with_cooc: bool, compute: Callable[[], Catalog]
+    ) -> Catalog:
+        """The catalogue of these dates; one built with the item x item matrix also serves a call
+        without it (a component that is off is neither scored nor a candidate source)."""
+        for key in ((as_of, causal_date, True), (as_of, causal_date, with_cooc)):
+            if key in self._catalogs:
+                return self._catalogs[key]
+        catalog = self._catalogs[(as_of, causal_date, with_cooc)] = compute()
+        return catalog
+
+    def close(self) -> None:
+        """Release the cached feature frames."""
+        for frames in self._features.values():
+            for df in frames.values():
+                df.unpersist()
+        self._features.clear()
+        self._catalogs.clear()

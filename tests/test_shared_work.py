@@ -1,0 +1,85 @@
+"""SharedWork: the evaluation's recommender calls compute each date's features and catalogue
+once, and get exactly the lists they would get alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from stpipe import catalogue, tables
+from stpipe.recommend import RecommendOptions, pipeline, recommend
+from stpipe.recommend.shared import SharedWork
+from tests.test_recommend import RUN_DATE, tiny_warehouse_at
+
+AS_OF = dt.date(2024, 2, 1)
+
+
+def test_each_date_is_computed_once_and_a_cooc_catalogue_serves_both(spark):
+    work = SharedWork()
+    calls = []
+
+    def compute(tag):
+        def run():
+            calls.append(tag)
+            return tag
+        return run
+
+    assert work.catalog(AS_OF, RUN_DATE, False, compute("plain")) == "plain"
+    assert work.catalog(AS_OF, RUN_DATE, False, compute("again")) == "plain"
+    assert work.catalog(AS_OF, RUN_DATE, True, compute("cooc")) == "cooc"  # needs the matrix
+    assert work.catalog(AS_OF, RUN_DATE, False, compute("again")) == "cooc"  # the fuller one
+    assert work.catalog(RUN_DATE, RUN_DATE, True, compute("other date")) == "other date"
+    assert calls == ["plain", "cooc", "other date"]
+
+    frame = spark.range(3)
+    got = work.features(AS_OF, lambda: {catalogue.ITEMS: frame})
+    assert got[catalogue.ITEMS].is_cached
+    assert work.features(AS_OF, lambda: {}) is got
+    work.close()
+    assert not got[catalogue.ITEMS].is_cached
+    assert work.catalog(AS_OF, RUN_DATE, True, compute("after close")) == "after close"
+
+
+def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path, monkeypatch):
+    wh = tiny_warehouse_at(spark, str(tmp_path / "warehouse"))
+    inputs = {
+        "orders": tables.read(spark, wh, catalogue.ORDERS_CLEAN.name),
+        "items": tables.read(spark, wh, catalogue.ITEMS.name),
+        "item_embeddings": tables.read(spark, wh, catalogue.ITEM_EMBEDDINGS.name),
+    }
+    opts = RecommendOptions(k=5, validation_days=20)
+    built = []
+    real = pipeline.load_catalog
+
+    def counting(*args, **kw):
+        built.append((kw["as_of"], kw["with_cooc"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "load_catalog", counting)
+    component_sets = [
+        {"bert", "time", "space", "history", "repeat", "reach", "rebuy", "cooc"},
+        {"time", "space", "history", "repeat"},  # no cooc: served by the catalogue with it
+    ]
+    key = ["user_id", "region", "rank"]
+
+    def lists(**kw):
+        return [
+            recommend(spark, **inputs, run_date=RUN_DATE, components=c, opts=opts, **kw)
+            .toPandas().sort_values(key).reset_index(drop=True)
+            for c in component_sets
+        ]
+
+    alone = lists()
+    assert len(built) == 2 * len(component_sets)  # fusion training date and run date, each call
+    built.clear()
+    work = SharedWork()
+    try:
+        together = lists(shared=work)
+    finally:
+        work.close()
+    train_date = RUN_DATE - dt.timedelta(days=20)
+    assert built == [(train_date, True), (RUN_DATE, True)]  # the first call's, reused after
+    for a, b in zip(alone, together, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert not alone[0].equals(alone[1])  # the component sets do give different lists
