@@ -190,6 +190,8 @@ class RecommendSettings:
     allow_repeat: bool = True
     # Half-life of a purchase's weight in the user's embedding and history score.
     recency_half_life_days: float = 30.0
+    # The recent component: the user's own items weighted with this shorter half-life.
+    recent_half_life_days: float = 14.0
     # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.
     history_items: int = 50
     recent_items: int = 5
@@ -381,6 +383,10 @@ def check_values(settings: Settings) -> Settings:
             f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
         )
     check_finetune(settings.model.encoder, settings.model.finetune)
+    if settings.recommend.recent_half_life_days <= 0:
+        raise ConfigError(
+            f"recommend.recent_half_life_days: must be above 0, got {settings.recommend.recent_half_life_days}"
+        )
     if settings.recommend.rebuy_prior_buyers < 0:
         raise ConfigError(
             f"recommend.rebuy_prior_buyers: must be 0 or more, got {settings.recommend.rebuy_prior_buyers}"

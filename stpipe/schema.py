@@ -205,6 +205,7 @@ RECOMMENDATIONS = T.StructType(
         T.StructField("history_score", T.DoubleType(), False),
         # added after the first release: null in the rows of older runs (see add_missing_columns)
         T.StructField("repeat_score", T.DoubleType(), True),
+        T.StructField("recent_score", T.DoubleType(), True),
         T.StructField("reach_score", T.DoubleType(), True),
         T.StructField("rebuy_score", T.DoubleType(), True),
         T.StructField("cooc_score", T.DoubleType(), False),

@@ -26,7 +26,7 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     )
     assert set(models) == {
         "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc", "full_no_repeat",
-        "full_no_reach", "full_no_rebuy",
+        "full_no_reach", "full_no_rebuy", "full_no_recent",
     }
     seen = {"u1": {"x"}, "u2": {"y"}, "u3": {"z"}}  # u4 has no history: cold
     base = EvalContext(spark=spark, cutoff=CUTOFF, users=pd.DataFrame(), n=2, seen=seen)
@@ -58,3 +58,5 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     assert "reach" not in calls[-1]["components"] and "time" in calls[-1]["components"]
     models["full_no_rebuy"](None, ctx(["u1"]))
     assert "rebuy" not in calls[-1]["components"] and "repeat" in calls[-1]["components"]
+    models["full_no_recent"](None, ctx(["u1"]))
+    assert "recent" not in calls[-1]["components"] and "history" in calls[-1]["components"]

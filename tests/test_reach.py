@@ -44,7 +44,7 @@ def test_catalog_reach_is_log_scaled_buyers_and_zero_without_counts():
 
 def _users() -> pd.DataFrame:
     return pd.DataFrame(
-        [("s", "u", "R", False, ["a"], [1.0], [1]), ("s", "v", "R", False, [], [], [])],
+        [("s", "u", "R", False, ["a"], [1.0], [1], [1.0]), ("s", "v", "R", False, [], [], [], [])],
         columns=list(USER_COLUMNS),
     )
 

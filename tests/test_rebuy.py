@@ -68,7 +68,7 @@ def test_rebuy_scores_only_the_users_own_items():
     catalog = _catalog()
     np.testing.assert_allclose(catalog.rebuy_rate, [0.2, 0.1, 20 / 90])
     users = pd.DataFrame(
-        [("s", "u", "R", False, ["c", "a"], [1.0, 0.5], [1, 3]), ("s", "v", "R", False, [], [], [])],
+        [("s", "u", "R", False, ["c", "a"], [1.0, 0.5], [1, 3], [1.0, 0.5]), ("s", "v", "R", False, [], [], [], [])],
         columns=list(USER_COLUMNS),
     )
     got = rebuy_scores(chunk_of(users, catalog), catalog)

@@ -15,7 +15,7 @@ from stpipe.config import Settings, replace
 from stpipe.errors import InputError
 from stpipe.recommend import recommend
 from stpipe.schema import ORDERS_CLEAN
-from udfs.score import Catalog, ScoreParams, score_users
+from udfs.score import USER_COLUMNS, Catalog, ScoreParams, score_users
 
 ONES = {"intercept": 0.0, "bert": 1.0, "time": 1.0, "space": 1.0, "causal": 1.0, "history": 1.0}
 
@@ -40,10 +40,10 @@ def hand_catalog() -> Catalog:
 
 def users(*rows, source: str = "s") -> pd.DataFrame:
     """Users of one ``source`` from (user_id, region, is_cold_start, hist_item_ids, hist_weights),
-    each history item bought on one day (no repeat signal)."""
+    each history item bought on one day (no repeat signal), its recent weight its weight."""
     return pd.DataFrame(
-        [(source, *row, [1] * len(row[3])) for row in rows],
-        columns=["source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights", "hist_days"],
+        [(source, *row, [1] * len(row[3]), list(row[4])) for row in rows],
+        columns=list(USER_COLUMNS),
     )
 
 
@@ -203,7 +203,7 @@ def test_job_rerun_is_identical_and_replaces_the_slice(job_runs):
     pd.testing.assert_frame_equal(
         w1.sort_values("feature").reset_index(drop=True), w2.sort_values("feature").reset_index(drop=True)
     )
-    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "repeat", "reach", "rebuy", "cooc"])
+    assert sorted(w1["feature"]) == sorted(["intercept", "bert", "time", "space", "causal", "history", "recent", "repeat", "reach", "rebuy", "cooc"])
     assert (w1["train_rows"] > 0).all()
 
 

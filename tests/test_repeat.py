@@ -48,8 +48,8 @@ def users() -> pd.DataFrame:
     # u bought a last (weight 1, on 1 day), then b (weight .8, on 4 days); zz is not in the
     # catalogue (5 days); v has no history
     return pd.DataFrame(
-        [("s", "u", "R", False, ["a", "zz", "b"], [1.0, 0.9, 0.8], [1, 5, 4]),
-         ("s", "v", "R", False, [], [], [])],
+        [("s", "u", "R", False, ["a", "zz", "b"], [1.0, 0.9, 0.8], [1, 5, 4], [1.0, 0.9, 0.8]),
+         ("s", "v", "R", False, [], [], [], [])],
         columns=list(USER_COLUMNS),
     )
 
@@ -140,11 +140,11 @@ def test_cold_start_templates_have_no_days(spark):
 OLD_DATE = dt.date(2024, 2, 1)
 
 
-ADDED = ["reach_score", "rebuy_score", "repeat_score"]  # columns added after the first release
+ADDED = ["reach_score", "rebuy_score", "recent_score", "repeat_score"]  # columns added after the first release
 
 
 def old_recommendations_schema() -> T.StructType:
-    # the table before repeat_score, reach_score and rebuy_score were added
+    # the table before repeat_score, recent_score, reach_score and rebuy_score were added
     return T.StructType([f for f in catalogue.RECOMMENDATIONS.schema.fields if f.name not in ADDED])
 
 
@@ -198,3 +198,14 @@ def test_recommend_stage_adds_the_newer_scores_to_an_older_table(spark, tmp_path
     rebuy = [rate[i] if (u, i) in n_days else 0.0 for u, i in zip(now["user_id"], now["item_id"], strict=True)]
     np.testing.assert_allclose(now["rebuy_score"], rebuy)
     assert len(set(np.round(rebuy, 9)) - {0.0}) > 1  # listed own items differ in their rates
+    # recent: the user's lines of the item decayed with a 14-day half-life, over the user's
+    # largest such sum; 0 on items the user never bought
+    lines = pd.DataFrame(
+        [(r[2], r[3], r[6]) for r in tiny_orders() if r[6].date() < RUN_DATE], columns=["user_id", "item_id", "ts"]
+    )
+    age = (pd.Timestamp(RUN_DATE) - lines["ts"]).dt.total_seconds() / 86400
+    recent = lines.assign(w=2 ** (-age / 14)).groupby(["user_id", "item_id"]).w.sum()
+    recent = (recent / recent.groupby(level="user_id").transform("max")).to_dict()
+    expected = [recent.get((u, i), 0.0) for u, i in zip(now["user_id"], now["item_id"], strict=True)]
+    np.testing.assert_allclose(now["recent_score"], expected)
+    assert 0 < min(v for v in expected if v > 0) < 1  # not every listed own item is the top one

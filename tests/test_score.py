@@ -70,9 +70,9 @@ def users(source: str = "s") -> pd.DataFrame:
     # u bought b (weight 1, on 2 days) after a (.5, 1 day); v bought c; w bought nothing and
     # lives elsewhere
     return pd.DataFrame(
-        [(source, "u", "R", False, ["b", "a"], [1.0, 0.5], [2, 1]),
-         (source, "v", "R", False, ["c"], [2.0], [1]),
-         (source, "w", "elsewhere", True, [], [], [])],
+        [(source, "u", "R", False, ["b", "a"], [1.0, 0.5], [2, 1], [1.0, 0.5]),
+         (source, "v", "R", False, ["c"], [2.0], [1], [2.0]),
+         (source, "w", "elsewhere", True, [], [], [], [])],
         columns=list(USER_COLUMNS),
     )
 
@@ -200,8 +200,8 @@ def test_missing_user_column_is_named():
 
 def history_users() -> pd.DataFrame:
     return pd.DataFrame(
-        [("s", "u", "R", False, ["b", "zz", "a"], [1.0, 0.7, 0.5], [3, 4, 1]),
-         ("s", "v", "elsewhere", False, [], [], [])],
+        [("s", "u", "R", False, ["b", "zz", "a"], [1.0, 0.7, 0.5], [3, 4, 1], [0.2, 0.9, 0.8]),
+         ("s", "v", "elsewhere", False, [], [], [], [])],
         columns=list(USER_COLUMNS),
     )
 
@@ -211,6 +211,8 @@ def test_chunk_drops_unknown_items_and_scales_history_to_one():
     assert [list(i) for i in chunk.hist_idx] == [[1, 0], []]
     assert [list(d) for d in chunk.hist_days] == [[3, 1], []]  # zz's days leave with it
     np.testing.assert_allclose(chunk.history, [[0.5, 1.0, 0, 0], [0, 0, 0, 0]])
+    # recent: scaled by the largest recent weight of a catalogue item (a's 0.8; zz is dropped)
+    np.testing.assert_allclose(chunk.recent, [[1.0, 0.25, 0, 0], [0, 0, 0, 0]])
     assert chunk.region_row.tolist() == [0, -1]
 
 

@@ -10,6 +10,8 @@ composes them. Components, each a (users, items) array:
   order-weighted popularity misses when a few buyers re-order an item often;
 * causal: how strongly the user's categories lead the item's (category shares x strengths);
 * history: the user's own recency weight of the item (max 1);
+* recent: the same with a shorter half-life (two weeks): what the user stocks now, next to
+  the slower history;
 * repeat: how habitually the user re-buys the item, 1 - 1/n for an item bought on n distinct
   days (0 for one bought once or never; :func:`repeat_transform`);
 * rebuy: for items in the user's history, how often the item's buyers come back for it (the
@@ -47,6 +49,7 @@ class Chunk:
     region_row: np.ndarray  # per user, index into catalog.regions (-1: unknown region)
     bought: np.ndarray  # (users, items) bool
     history: np.ndarray  # (users, items) weight / the user's largest weight
+    recent: np.ndarray  # (users, items) short half-life weight / the user's largest one
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -54,32 +57,34 @@ class Chunk:
 
 
 def chunk_of(users: pd.DataFrame, catalog: Catalog) -> Chunk:
-    """Parse ``hist_item_ids``/``hist_weights``/``hist_days`` and ``region`` of ``users``
-    against the catalog."""
+    """Parse ``hist_item_ids``/``hist_weights``/``hist_days``/``hist_recent`` and ``region`` of
+    ``users`` against the catalog."""
     index = catalog.index()
-    hist_idx, hist_w, hist_days = [], [], []
-    columns = (users["hist_item_ids"], users["hist_weights"], users["hist_days"])
-    for ids, weights, days in zip(*columns, strict=True):
-        ids = [] if ids is None else list(ids)
-        weights = [] if weights is None else list(weights)
-        days = [] if days is None else list(days)
+    hist_idx, hist_w, hist_days, hist_recent = [], [], [], []
+    columns = (users["hist_item_ids"], users["hist_weights"], users["hist_days"], users["hist_recent"])
+    for ids, weights, days, recent in zip(*columns, strict=True):
+        ids, weights, days, recent = ([] if a is None else list(a) for a in (ids, weights, days, recent))
         keep = [
-            (index[i], float(w), int(n))
-            for i, w, n in zip(ids, weights, days, strict=True) if i in index
+            (index[i], float(w), int(n), float(r))
+            for i, w, n, r in zip(ids, weights, days, recent, strict=True) if i in index
         ]
-        hist_idx.append(np.array([k for k, _, _ in keep], dtype=np.int64))
-        hist_w.append(np.array([w for _, w, _ in keep], dtype=np.float64))
-        hist_days.append(np.array([n for _, _, n in keep], dtype=np.int64))
+        hist_idx.append(np.array([k[0] for k in keep], dtype=np.int64))
+        hist_w.append(np.array([k[1] for k in keep], dtype=np.float64))
+        hist_days.append(np.array([k[2] for k in keep], dtype=np.int64))
+        hist_recent.append(np.array([k[3] for k in keep], dtype=np.float64))
     region_pos = {r: i for i, r in enumerate(catalog.regions)}
     region_row = np.array([region_pos.get(r, -1) for r in users["region"]], dtype=np.int64)
     shape = (len(users), len(catalog.item_ids))
     history = np.zeros(shape, dtype=np.float64)
+    recent = np.zeros(shape, dtype=np.float64)
     bought = np.zeros(shape, dtype=bool)
-    for row, (idx, w) in enumerate(zip(hist_idx, hist_w, strict=True)):
+    for row, (idx, w, r) in enumerate(zip(hist_idx, hist_w, hist_recent, strict=True)):
         if len(idx):
             np.maximum.at(history[row], idx, w / w.max())
+            if r.max() > 0:
+                np.maximum.at(recent[row], idx, r / r.max())
             bought[row, idx] = True
-    return Chunk(hist_idx, hist_w, hist_days, region_row, bought, history)
+    return Chunk(hist_idx, hist_w, hist_days, region_row, bought, history, recent)
 
 
 # ----- components ------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Everything here works on a :class:`Catalog` (item embeddings and per-item signals as
 dense arrays, built once on the driver and broadcast) and a pandas frame of users
 (:data:`USER_COLUMNS`: a user is ``(source, user_id)``; ``hist_item_ids, hist_weights,
-hist_days`` are the items they bought, most recent first, with their recency weights and the
-number of distinct days each was bought on). For a sub-batch of users
+hist_days, hist_recent`` are the items they bought, most recent first, with their recency
+weights, the number of distinct days each was bought on, and their weights with a shorter
+half-life). For a sub-batch of users
 it computes user x item similarities and the candidate mask with matrix products, then scores
 only the candidates and keeps the top K per user; only ids, scores and reasons leave the function,
 never all user x item pairs.
@@ -44,11 +45,12 @@ from udfs.candidates import (
     time_scores,
 )
 
-FEATURES = ("bert", "time", "space", "causal", "history", "repeat", "reach", "rebuy", "cooc")
+FEATURES = ("bert", "time", "space", "causal", "history", "recent", "repeat", "reach", "rebuy", "cooc")
 ALL_COMPONENTS = frozenset(FEATURES)
 
 USER_COLUMNS = (
     "source", "user_id", "region", "is_cold_start", "hist_item_ids", "hist_weights", "hist_days",
+    "hist_recent",
 )
 
 # Candidate sources and reasons (bit flags per user x item).
@@ -171,6 +173,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
         "history": chunk.history,
+        "recent": chunk.recent,  # like history, non-zero only on bought items
         # like history, non-zero only on bought items: 0 in every list when allow_repeat is off
         "repeat": repeat_scores(chunk),
         "reach": reach_scores(chunk, catalog),

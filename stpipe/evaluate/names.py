@@ -5,7 +5,7 @@ from __future__ import annotations
 BASELINE_NAMES = ("pop_global", "pop_region", "own_history", "cooc", "als", "ease")
 
 # Our recommender and its ablations: name -> the components it uses.
-FULL_COMPONENTS = frozenset({"bert", "time", "space", "causal", "history", "repeat", "reach", "rebuy", "cooc"})
+FULL_COMPONENTS = frozenset({"bert", "time", "space", "causal", "history", "recent", "repeat", "reach", "rebuy", "cooc"})
 FULL_VARIANTS: dict[str, frozenset[str]] = {
     "full": FULL_COMPONENTS,
     "full_no_bert": FULL_COMPONENTS - {"bert"},
@@ -15,6 +15,7 @@ FULL_VARIANTS: dict[str, frozenset[str]] = {
     "full_no_repeat": FULL_COMPONENTS - {"repeat"},
     "full_no_reach": FULL_COMPONENTS - {"reach"},
     "full_no_rebuy": FULL_COMPONENTS - {"rebuy"},
+    "full_no_recent": FULL_COMPONENTS - {"recent"},
 }
 
 MODEL_ORDER = (*BASELINE_NAMES, *FULL_VARIANTS)

@@ -27,7 +27,7 @@ from udfs.score import FEATURES
 # Used when there is nothing to learn from (no purchases after the training cutoff).
 DEFAULT_WEIGHTS = {
     "intercept": -4.0, "bert": 2.0, "time": 1.0, "space": 1.0, "causal": 0.5, "history": 2.0,
-    "repeat": 1.0, "reach": 0.5, "rebuy": 1.0, "cooc": 2.0,
+    "recent": 1.0, "repeat": 1.0, "reach": 0.5, "rebuy": 1.0, "cooc": 2.0,
 }
 
 

@@ -256,7 +256,7 @@ def train_fusion(
     buyers = later.select(*key).distinct()
     users = signals.user_histories(
         lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
-        user_space=features[USER_SPACE_FEATURES],
+        user_space=features[USER_SPACE_FEATURES], recent_half_life_days=opts.recent_half_life_days,
     ).join(buyers, key, "left_semi")
     chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
     chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
@@ -320,8 +320,8 @@ def recommend(
     """Top-K recommendations as of ``run_date`` (only orders before it are used).
 
     ``features``: the feature frames for ``run_date`` (None: computed from ``orders`` and
-    ``items``). ``components`` (subset of bert, time, space, causal, history, repeat, reach, rebuy,
-    cooc;
+    ``items``). ``components`` (subset of bert, time, space, causal, history, recent, repeat, reach,
+    rebuy, cooc;
     ``timespace`` = time and space) switches signals and their candidate sources off for
     ablations; ``weights=None`` fits the fusion on the same history first. Returns a frame of
     the ``recommendations`` schema: every (source, user) with history (only the user ids in
@@ -349,7 +349,7 @@ def recommend(
     lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
     users = signals.user_histories(
         lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
-        user_space=features[USER_SPACE_FEATURES],
+        user_space=features[USER_SPACE_FEATURES], recent_half_life_days=opts.recent_half_life_days,
     )
     if only_users is not None:
         wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")

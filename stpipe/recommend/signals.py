@@ -33,6 +33,8 @@ USER_HISTORY = T.StructType(
         T.StructField("hist_weights", T.ArrayType(T.DoubleType()), False),
         # per history item, the distinct calendar days (features time zone) it was bought on
         T.StructField("hist_days", T.ArrayType(T.IntegerType()), False),
+        # per history item, its lines decayed with the short half-life (the recent component)
+        T.StructField("hist_recent", T.ArrayType(T.DoubleType()), False),
     ]
 )
 
@@ -57,10 +59,12 @@ def decay(age_days: Column, half_life_days: float) -> Column:
 
 
 def user_item_weights(
-    lines: DataFrame, *, half_life_days: float, timezone: str | None = None
+    lines: DataFrame, *, half_life_days: float, timezone: str | None = None,
+    recent_half_life_days: float | None = None,
 ) -> DataFrame:
     """(source, user_id, item_id, weight, last_ts): recency-decayed count of lines per pair;
-    with ``timezone``, also ``days``: the distinct calendar dates there the pair was bought on.
+    with ``timezone``, also ``days``: the distinct calendar dates there the pair was bought on;
+    with ``recent_half_life_days``, also ``recent``: the lines decayed with that half-life.
 
     Lines, not quantities: a wholesale order of 500 units says as much about taste as one of 5.
     Days, not lines, count re-purchases: several lines of one day are one shopping trip.
@@ -71,19 +75,26 @@ def user_item_weights(
     ]
     if timezone is not None:
         aggs.append(F.countDistinct(F.to_date(local_time("ts", timezone))).cast("int").alias("days"))
+    if recent_half_life_days is not None:
+        aggs.append(F.sum(decay(F.col("age_days"), recent_half_life_days)).alias("recent"))
     return lines.groupBy("source", "user_id", "item_id").agg(*aggs)
 
 
 def user_histories(
-    lines: DataFrame, *, half_life_days: float, timezone: str, user_space: DataFrame | None = None
+    lines: DataFrame, *, half_life_days: float, timezone: str, user_space: DataFrame | None = None,
+    recent_half_life_days: float = 14.0,
 ) -> DataFrame:
-    """One row per (source, user) with history: items most recent first, with their weights
-    and the number of distinct days (calendar dates in ``timezone``) each was bought on.
+    """One row per (source, user) with history: items most recent first, with their weights,
+    the number of distinct days (calendar dates in ``timezone``) each was bought on, and their
+    weights with the shorter ``recent_half_life_days``.
 
     ``region`` is ``user_space_features.home_region`` (null for a user it does not know,
     e.g. one whose orders all lie before the features' history window; null without it).
     """
-    pairs = user_item_weights(lines, half_life_days=half_life_days, timezone=timezone)
+    pairs = user_item_weights(
+        lines, half_life_days=half_life_days, timezone=timezone,
+        recent_half_life_days=recent_half_life_days,
+    )
     ordered = pairs.groupBy("source", "user_id").agg(
         F.sort_array(
             F.collect_list(
@@ -92,6 +103,7 @@ def user_histories(
                     F.col("item_id"),
                     F.col("weight"),
                     F.col("days"),
+                    F.col("recent"),
                 )
             )
         ).alias("h")
@@ -110,6 +122,7 @@ def user_histories(
         F.col("h.item_id").alias("hist_item_ids"),
         F.col("h.weight").alias("hist_weights"),
         F.col("h.days").alias("hist_days"),
+        F.col("h.recent").alias("hist_recent"),
     )
     return select_schema(out, USER_HISTORY)
 
@@ -119,7 +132,7 @@ def cold_start_templates(
 ) -> DataFrame:
     """One pseudo-user ``'*'`` per source and region, with no history (is_cold_start = true)."""
     spark = spark_df.sparkSession
-    rows = [(s, "*", r, True, [], [], []) for s in sorted(sources) for r in sorted(regions)]
+    rows = [(s, "*", r, True, [], [], [], []) for s in sorted(sources) for r in sorted(regions)]
     return spark.createDataFrame(rows, USER_HISTORY)
 
 
