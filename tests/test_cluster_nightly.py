@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import read_sorted
+import yaml
+from helpers import NIGHTLY_DATE, nightly_settings, read_sorted
 
 from stpipe import catalogue
 from stpipe.config import load_settings, replace
-from stpipe.stages import run_nightly
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DATE = "2024-02-10"
+RUN_DATE = NIGHTLY_DATE  # the session's shared nightly (conftest completed_nightly) is the local run
 ROWS = 2000
+# conf/local.yaml (what the shared local nightly reads) with these keys replaced
 CONFIG = """\
 spark:
   shuffle_partitions: 2
@@ -40,6 +41,13 @@ ingest:
 """
 
 pytestmark = pytest.mark.cluster
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
 
 
 def _free_ports(n: int) -> list[int]:
@@ -81,11 +89,23 @@ def _make(*args: str) -> subprocess.CompletedProcess:
 _table = read_sorted
 
 
-def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, spark, tmp_path):
+def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, completed_nightly, tmp_path):
     master, logs = cluster
     config = tmp_path / "cluster.yaml"
-    config.write_text(CONFIG)
+    local_yaml = yaml.safe_load((ROOT / "conf" / "local.yaml").read_text())
+    config.write_text(yaml.safe_dump(_merged(local_yaml, yaml.safe_load(CONFIG))))
     remote = tmp_path / "remote"
+    # the cluster runs what the shared local nightly ran: the same data, date and settings (only
+    # Spark's own settings differ)
+    ours = replace(
+        load_settings(config),
+        **{"storage.warehouse": "w", "run_date": RUN_DATE, "ingest.rows": ROWS, "ingest.seed": 42},
+    )
+    local_settings = nightly_settings("w")
+    for section in ("run_date", "ingest", "features", "granger", "model", "recommend", "privacy"):
+        assert getattr(ours, section) == getattr(local_settings, section), section
+    assert (ours.storage.optimize, ours.storage.vacuum) == (False, False)
+    assert (local_settings.storage.optimize, local_settings.storage.vacuum) == (False, False)
 
     built = _make("package", "PACKAGE_ARGS=--wheel-only")
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
@@ -102,13 +122,7 @@ def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, spark, tmp_
     assert "Registering app stpipe-nightly" in master_log
     assert "Asked to launch executor" in worker_log
 
-    local = tmp_path / "local"
-    settings = replace(
-        load_settings(config),
-        **{"storage.warehouse": str(local), "run_date": RUN_DATE, "ingest.rows": ROWS,
-           "ingest.seed": 42},
-    )
-    run_nightly(spark, settings)
+    local = completed_nightly.folder
     names = sorted(p.name for p in local.iterdir() if (p / "_delta_log").is_dir())
     assert sorted(p.name for p in remote.iterdir() if (p / "_delta_log").is_dir()) == names
     for name in names:
