@@ -8,9 +8,10 @@ import datetime as dt
 import pandas as pd
 
 from stpipe import catalogue, tables
-from stpipe.recommend import RecommendOptions, pipeline, recommend
+from stpipe.recommend import RecommendOptions, pipeline, recommend, train_fusion
 from stpipe.recommend.shared import SharedWork
 from tests.test_recommend import RUN_DATE, tiny_warehouse_at
+from udfs.score import FEATURES
 
 AS_OF = dt.date(2024, 2, 1)
 
@@ -83,3 +84,44 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
     for a, b in zip(alone, together, strict=True):
         pd.testing.assert_frame_equal(a, b)
     assert not alone[0].equals(alone[1])  # the component sets do give different lists
+
+
+def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spark, tmp_path, monkeypatch):
+    wh = tiny_warehouse_at(spark, str(tmp_path / "warehouse"))
+    inputs = {
+        "orders": tables.read(spark, wh, catalogue.ORDERS_CLEAN.name),
+        "items": tables.read(spark, wh, catalogue.ITEMS.name),
+        "item_embeddings": tables.read(spark, wh, catalogue.ITEM_EMBEDDINGS.name),
+        "granger_stats": None,
+    }
+    # fit on the tiny shop's few purchases (the events-per-feature rule would give defaults)
+    opts = RecommendOptions(k=5, validation_days=20, fusion_min_events_per_feature=0.0)
+    computed = []
+    real = pipeline._training_rows
+
+    def counting(*args, **kw):
+        computed.append(kw["components"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "_training_rows", counting)
+    everything = frozenset(FEATURES)
+    component_sets = [
+        everything,
+        everything - {"repeat", "reach", "rebuy"},  # the same candidate sources as everything
+        everything - {"bert"},  # no neighbour candidates: rows of its own
+    ]
+    alone = [train_fusion(spark, **inputs, run_date=RUN_DATE, components=c, opts=opts)[0] for c in component_sets]
+    assert len(computed) == 3
+    computed.clear()
+    work = SharedWork()
+    try:
+        together = [
+            train_fusion(spark, **inputs, run_date=RUN_DATE, components=c, opts=opts, shared=work)[0]
+            for c in component_sets
+        ]
+    finally:
+        work.close()
+    assert computed == [everything, everything - {"bert"}]
+    for a, b in zip(alone, together, strict=True):
+        assert a == b  # weights, row and positive counts, log-loss: the same fit
+    assert alone[0].status == "fitted" and alone[0].weights != alone[1].weights

@@ -56,6 +56,19 @@ USER_COLUMNS = (
 # Candidate sources and reasons (bit flags per user x item).
 POPULAR, NEIGHBOUR, CAUSAL, HISTORY, FILLER, COOC = 1, 2, 4, 8, 16, 32
 
+# Which components switch each candidate source on (FILLER is always on when a K is asked for).
+SOURCE_COMPONENTS = {
+    POPULAR: {"time", "space"}, NEIGHBOUR: {"bert"}, CAUSAL: {"causal"}, COOC: {"cooc"},
+    HISTORY: {"history"},
+}
+
+
+def candidate_sources(components: frozenset[str], allow_repeat: bool) -> frozenset[int]:
+    """The candidate sources (bit flags) that ``components`` switch on; the user's own history
+    only when repeats are allowed."""
+    on = {bit for bit, names in SOURCE_COMPONENTS.items() if names & components}
+    return frozenset(on if allow_repeat else on - {HISTORY})
+
 
 @dataclass
 class Catalog:
@@ -98,6 +111,9 @@ class ScoreParams:
     weights: dict[str, float]  # fusion weights per feature, plus "intercept"
     k: int | None = 10  # None: every candidate with its features (fusion training)
     components: frozenset[str] = ALL_COMPONENTS
+    # the components whose candidate sources are on (None: ``components``); fusion training scores
+    # every component on an ablation's candidates, so that ablations with the same sources share them
+    sources_of: frozenset[str] | None = None
     allow_repeat: bool = True
     recent_items: int = 5
     history_items: int = 50
@@ -143,19 +159,17 @@ def _candidate_flags(
     chunk: Chunk, catalog: Catalog, p: ScoreParams, led: np.ndarray, cooc: np.ndarray
 ) -> np.ndarray:
     """Bit flags per user x item: which enabled candidate sources propose the item."""
-    on = p.components
+    on = candidate_sources(p.components if p.sources_of is None else p.sources_of, p.allow_repeat)
     sources = [
-        (POPULAR, "time" in on or "space" in on,
-         lambda: popular_candidates(chunk, catalog, p.candidates_popular)),
-        (NEIGHBOUR, "bert" in on,
-         lambda: neighbour_candidates(chunk, catalog, p.candidates_neighbours, p.recent_items)),
-        (CAUSAL, "causal" in on, lambda: causal_candidates(led, chunk, catalog, p.candidates_causal)),
-        (COOC, "cooc" in on, lambda: cooc_candidates(chunk, cooc, p.candidates_cooc)),
-        (HISTORY, "history" in on and p.allow_repeat, lambda: history_candidates(chunk, p.history_items)),
+        (POPULAR, lambda: popular_candidates(chunk, catalog, p.candidates_popular)),
+        (NEIGHBOUR, lambda: neighbour_candidates(chunk, catalog, p.candidates_neighbours, p.recent_items)),
+        (CAUSAL, lambda: causal_candidates(led, chunk, catalog, p.candidates_causal)),
+        (COOC, lambda: cooc_candidates(chunk, cooc, p.candidates_cooc)),
+        (HISTORY, lambda: history_candidates(chunk, p.history_items)),
     ]
     flags = np.zeros(chunk.shape, dtype=np.int16)
-    for bit, enabled, propose in sources:
-        if enabled:
+    for bit, propose in sources:
+        if bit in on:
             flags[propose()] |= bit
     return flags
 

@@ -41,7 +41,14 @@ from stpipe.recommend.fusion import FusionFit, fit_fusion
 from stpipe.recommend.item_model import item_neighbours
 from stpipe.recommend.shared import FeatureFrames, SharedWork
 from stpipe.schema import require_columns, select_schema, window_name
-from udfs.score import ALL_COMPONENTS, FEATURES, Catalog, ScoreParams, score_batches
+from udfs.score import (
+    ALL_COMPONENTS,
+    FEATURES,
+    Catalog,
+    ScoreParams,
+    candidate_sources,
+    score_batches,
+)
 
 log = logging.getLogger("stpipe.recommend")
 
@@ -239,14 +246,47 @@ def train_fusion(
 ) -> tuple[FusionFit, dt.date]:
     """Fit the fusion weights: candidates as of run_date - validation_days, labels after it.
 
-    ``shared``: computes the features and catalogue of each date once across calls (see
-    :mod:`stpipe.recommend.shared`)."""
+    ``shared``: computes the features and catalogue of each date, and the training rows of each
+    set of candidate sources, once across calls (see :mod:`stpipe.recommend.shared`)."""
     components = normalise_components(components)
     as_of = run_date - dt.timedelta(days=opts.validation_days)
     features, catalog = _signals(
         orders, items, item_embeddings, granger_stats, None, as_of=as_of, causal_date=run_date,
         opts=opts, with_cooc="cooc" in components, shared=shared,
     )
+
+    def rows_of() -> pd.DataFrame:
+        return _training_rows(
+            spark, orders, catalog, features, as_of=as_of, run_date=run_date, components=components,
+            opts=opts,
+        )
+
+    if shared is None:
+        rows = rows_of()
+    else:
+        sources = candidate_sources(components, opts.allow_repeat)
+        rows = shared.rows((as_of, run_date, opts.allow_repeat, sources), rows_of)
+    features_on = tuple(f for f in FEATURES if f in components)
+    x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
+    y = rows["label"].to_numpy(dtype=float)
+    groups = None
+    if opts.fusion_objective == "listwise" and len(rows):  # each user's rows are contiguous
+        groups = pd.factorize(rows["source"] + "\x1f" + rows["user_id"])[0]
+    fit = fit_fusion(
+        x, y, features=features_on, l2=opts.fusion_l2,
+        min_events_per_feature=opts.fusion_min_events_per_feature, groups=groups,
+    )
+    log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
+    return fit, as_of
+
+
+def _training_rows(
+    spark: SparkSession, orders: DataFrame, catalog: Catalog, features: FeatureFrames, *,
+    as_of: dt.date, run_date: dt.date, components: frozenset[str], opts: RecommendOptions,
+) -> pd.DataFrame:
+    """The fusion's training rows: every candidate (of ``components``' sources) of the sampled
+    users who bought in [as_of, run_date), with every component's score and the label (bought
+    then or not), ordered by user and item."""
     lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
     later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
         F.col("ts") >= signals.cutoff_ts(as_of, opts.timezone)
@@ -260,32 +300,22 @@ def train_fusion(
     ).join(buyers, key, "left_semi")
     chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
     chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
-    features_on = tuple(f for f in FEATURES if f in components)
+    columns = [*key, "item_id", *[f"{f}_score" for f in FEATURES], "label"]
     if not chosen:
-        empty = pd.DataFrame(columns=features_on).to_numpy(float)
-        return fit_fusion(empty, pd.Series(dtype=float).to_numpy(), features=features_on, l2=opts.fusion_l2), as_of
+        return pd.DataFrame(columns=columns)
     wanted = spark.createDataFrame(chosen, "source string, user_id string")
     users = users.join(wanted, key, "left_semi")
-    params = _params(opts, {"intercept": 0.0}, components, None)
+    params = dataclasses.replace(
+        _params(opts, {"intercept": 0.0}, ALL_COMPONENTS, None), sources_of=components
+    )
     cands = _score(users, catalog, params, partitions=spark.sparkContext.defaultParallelism)
-    rows = (
-        cands.select(*key, "item_id", *[f"{f}_score" for f in features_on])
-        .join(labels, [*key, "item_id"], "left")
+    return (
+        cands.join(labels, [*key, "item_id"], "left")
         .fillna({"label": 0.0})
+        .select(*columns)
         .orderBy(*key, "item_id")
         .toPandas()
     )
-    x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
-    y = rows["label"].to_numpy(dtype=float)
-    groups = None
-    if opts.fusion_objective == "listwise":  # rows are ordered by user: each user's are contiguous
-        groups = pd.factorize(rows["source"] + "\x1f" + rows["user_id"])[0]
-    fit = fit_fusion(
-        x, y, features=features_on, l2=opts.fusion_l2,
-        min_events_per_feature=opts.fusion_min_events_per_feature, groups=groups,
-    )
-    log.info("fusion %s on %d rows (%d positives): %s", fit.status, fit.train_rows, fit.train_positives, fit.weights)
-    return fit, as_of
 
 
 def fusion_weights_frame(

@@ -4,7 +4,9 @@ An evaluation calls the recommender many times on the same inputs as of the same
 and its ablations, in two variants, each fitting its fusion as of ``cutoff - validation_days``
 first. The feature frames and the catalogue (popularity, regions, Granger strengths and the
 item x item matrix, the costly part) depend only on the dates, the inputs and the options, not
-on which components are on, so a :class:`SharedWork` given to those calls computes each once.
+on which components are on, so a :class:`SharedWork` given to those calls computes each once;
+the fusion's training rows depend on the candidate sources too, and are shared by the ablations
+that switch the same sources on (e.g. `full` and `full_no_repeat`).
 
 It is keyed by dates only: one instance must serve one set of inputs (orders, items,
 embeddings, Granger statistics) and one set of options; the evaluation makes one per cutoff.
@@ -13,8 +15,9 @@ embeddings, Granger statistics) and one set of options; the evaluation makes one
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
+import pandas as pd
 from pyspark.sql import DataFrame
 
 from stpipe.catalogue import Table
@@ -30,6 +33,7 @@ class SharedWork:
     def __init__(self) -> None:
         self._features: dict[dt.date, FeatureFrames] = {}
         self._catalogs: dict[tuple[dt.date, dt.date, bool], Catalog] = {}
+        self._rows: dict[Hashable, pd.DataFrame] = {}
 
     def features(self, as_of: dt.date, compute: Callable[[], FeatureFrames]) -> FeatureFrames:
         """The feature frames as of ``as_of``, cached in Spark (read by several calls)."""
@@ -48,10 +52,18 @@ class SharedWork:
         catalog = self._catalogs[(as_of, causal_date, with_cooc)] = compute()
         return catalog
 
+    def rows(self, key: Hashable, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """The fusion's training rows under ``key`` (dates, variant, candidate sources): every
+        component's score on those candidates, so ablations with the same sources share them."""
+        if key not in self._rows:
+            self._rows[key] = compute()
+        return self._rows[key]
+
     def close(self) -> None:
-        """Release the cached feature frames."""
+        """Release the cached feature frames, catalogues and rows."""
         for frames in self._features.values():
             for df in frames.values():
                 df.unpersist()
         self._features.clear()
         self._catalogs.clear()
+        self._rows.clear()
