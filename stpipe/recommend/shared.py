@@ -28,7 +28,8 @@ FeatureFrames = Mapping[Table, DataFrame]
 
 
 class SharedWork:
-    """Feature frames by as-of date and catalogues by (as-of, causal) date, computed on first use."""
+    """Feature frames by as-of date, catalogues by (as-of, causal) date and the fusion's training
+    rows by (dates, variant, candidate sources), each computed on first use."""
 
     def __init__(self) -> None:
         self._features: dict[dt.date, FeatureFrames] = {}
