@@ -2,7 +2,9 @@
 
 The lease is ``<warehouse>/_stpipe_lease.json``: owner (host, pid, job), a random token, and
 a heartbeat that a background thread renews every ``ttl / 3`` seconds. Creating it is atomic
-(``O_CREAT | O_EXCL``), so of two jobs started together exactly one gets it; the other
+and appears with its content (a hard link of a written file: ``link`` fails if the name exists),
+so of two jobs started together exactly one gets it, and the other never reads a half-written
+holder; the other
 waits up to ``wait_seconds`` and then stops with a one-line message naming the holder. A
 lease whose heartbeat is older than its ``ttl`` (its holder was killed) is taken over, with
 a log line: the stale file is first renamed away (only one contender can rename it), then
@@ -151,13 +153,26 @@ def acquire(
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:
+    """Create ``path`` holding ``record`` unless it exists, atomically and whole: the record is
+    written to a private file first and linked to the name (``O_CREAT | O_EXCL`` would show a
+    contender an empty file until the record is written, and it could not name the holder)."""
+    draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    draft.write_text(json.dumps(record))
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(draft, path)
+        return True
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as out:
-        json.dump(record, out)
-    return True
+    except OSError:  # a file system without hard links: exclusive create, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out)
+        return True
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _read(path: Path | None) -> dict[str, Any] | None:

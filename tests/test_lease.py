@@ -29,7 +29,8 @@ def test_a_second_job_is_refused_with_the_holders_name_until_the_first_releases(
         assert (Path(wh) / LEASE_FILE).exists()
 
 
-def test_of_many_jobs_started_together_exactly_one_gets_the_lease(tmp_path):
+@pytest.mark.parametrize("round_", range(10))
+def test_of_many_jobs_started_together_exactly_one_gets_the_lease(tmp_path, round_):
     wh = str(tmp_path / "wh")
     won, refused = [], []
     start = threading.Barrier(8)
@@ -38,8 +39,8 @@ def test_of_many_jobs_started_together_exactly_one_gets_the_lease(tmp_path):
         start.wait()
         try:
             won.append(acquire(wh, job=f"job{i}", wait_seconds=0))
-        except LeaseHeld:
-            refused.append(i)
+        except LeaseHeld as exc:
+            refused.append(str(exc))
 
     threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
     for t in threads:
@@ -47,7 +48,11 @@ def test_of_many_jobs_started_together_exactly_one_gets_the_lease(tmp_path):
     for t in threads:
         t.join()
     assert len(won) == 1 and len(refused) == 7
+    # every refusal names the holder: a contender never reads a lease still being written
+    holder = won[0].owner
+    assert all(f"is in use by {holder} (lease" in message for message in refused), refused
     won[0].release()
+    assert sorted(p.name for p in Path(wh).iterdir()) == []  # no draft left behind
 
 
 def test_a_waiting_job_gets_the_lease_when_the_holder_releases(tmp_path):
