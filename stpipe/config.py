@@ -383,16 +383,14 @@ def check_values(settings: Settings) -> Settings:
             f"{settings.storage.compact_min_files} and {settings.storage.vacuum_every_days}"
         )
     check_finetune(settings.model.encoder, settings.model.finetune)
-    if settings.recommend.recent_half_life_days <= 0:
-        raise ConfigError(
-            f"recommend.recent_half_life_days: must be above 0, got {settings.recommend.recent_half_life_days}"
-        )
-    if settings.recommend.rebuy_prior_buyers < 0:
-        raise ConfigError(
-            f"recommend.rebuy_prior_buyers: must be 0 or more, got {settings.recommend.rebuy_prior_buyers}"
-        )
-    if settings.ingest.late_days < 0:
-        raise ConfigError(f"ingest.late_days: must be 0 or more, got {settings.ingest.late_days}")
+    rec = settings.recommend
+    for key, value, ok, need in (
+        ("recommend.recent_half_life_days", rec.recent_half_life_days, rec.recent_half_life_days > 0, "above 0"),
+        ("recommend.rebuy_prior_buyers", rec.rebuy_prior_buyers, rec.rebuy_prior_buyers >= 0, "0 or more"),
+        ("ingest.late_days", settings.ingest.late_days, settings.ingest.late_days >= 0, "0 or more"),
+    ):
+        if not ok:
+            raise ConfigError(f"{key}: must be {need}, got {value}")
     if ".." in Path(settings.evaluate.report_dir).parts:
         raise ConfigError(
             f"evaluate.report_dir: {settings.evaluate.report_dir!r} climbs out with '..'; name the "

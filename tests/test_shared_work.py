@@ -42,13 +42,19 @@ def test_each_date_is_computed_once_and_a_cooc_catalogue_serves_both(spark):
     assert work.catalog(AS_OF, RUN_DATE, True, compute("after close")) == "after close"
 
 
-def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path, monkeypatch):
+def _tiny_inputs(spark, tmp_path) -> dict:
+    """The recommender's inputs read from the tiny shop of tests/test_recommend.py."""
     wh = tiny_warehouse_at(spark, str(tmp_path / "warehouse"))
-    inputs = {
+    return {
         "orders": tables.read(spark, wh, catalogue.ORDERS_CLEAN.name),
         "items": tables.read(spark, wh, catalogue.ITEMS.name),
         "item_embeddings": tables.read(spark, wh, catalogue.ITEM_EMBEDDINGS.name),
+        "granger_stats": None,
     }
+
+
+def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path, monkeypatch):
+    inputs = _tiny_inputs(spark, tmp_path)
     opts = RecommendOptions(k=5, validation_days=20)
     built = []
     real = pipeline.load_catalog
@@ -87,13 +93,7 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
 
 
 def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spark, tmp_path, monkeypatch):
-    wh = tiny_warehouse_at(spark, str(tmp_path / "warehouse"))
-    inputs = {
-        "orders": tables.read(spark, wh, catalogue.ORDERS_CLEAN.name),
-        "items": tables.read(spark, wh, catalogue.ITEMS.name),
-        "item_embeddings": tables.read(spark, wh, catalogue.ITEM_EMBEDDINGS.name),
-        "granger_stats": None,
-    }
+    inputs = _tiny_inputs(spark, tmp_path)
     # fit on the tiny shop's few purchases (the events-per-feature rule would give defaults)
     opts = RecommendOptions(k=5, validation_days=20, fusion_min_events_per_feature=0.0)
     computed = []
