@@ -13,9 +13,10 @@ from collections.abc import Collection
 from pyspark.sql import SparkSession
 
 from stpipe.adapters.base import RawInput
-from stpipe.config import SOURCES, IngestSettings
+from stpipe.config import IngestSettings
 from stpipe.errors import ConfigError, InputError
 from stpipe.incremental import FileStamp
+from stpipe.settings_checks import SOURCES
 
 ADAPTERS = SOURCES
 
