@@ -11,7 +11,9 @@ transformer layers and the pooler learn (or ``all``); AdamW with linear warmup a
 Validation: recall@10 of the partner item among all catalogue items, both directions,
 measured before training and every ``eval_every_steps``; the best weights are kept, training
 stops after ``patience`` intervals without gain. On CPU a seed gives the same weights every
-time (seeded shuffling and dropout, deterministic algorithms, one thread).
+time (seeded shuffling and dropout, deterministic algorithms, ``threads`` torch threads: one by
+default). When only the top layers train, the frozen ones run once per item
+(:class:`udfs.frozen_stack.FrozenStack`), not once per step.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from udfs.embed import length_batches, mean_pool, pick_device, resolve_model_dir
+from udfs.frozen_stack import FrozenStack
 
 log = logging.getLogger("stpipe.finetune")
 
@@ -51,6 +54,7 @@ class TrainParams:
     patience: int = 2
     max_length: int = 64
     seed: int = 13
+    threads: int = 1
     device: str = "cpu"
     k: int = 10
 
@@ -189,13 +193,15 @@ def train(
     torch.manual_seed(params.seed)
     if device == "cpu":
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(1)
+        torch.set_num_threads(params.threads)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         model = AutoModel.from_pretrained(str(base), local_files_only=True, dtype=torch.float32)
         model.to(device)
         n_trainable = set_trainable(model, params.train_layers)
         ids = tokenizer(list(texts), truncation=True, max_length=params.max_length)["input_ids"]
+        # the frozen layers' outputs, once per item (None: the whole model runs each step)
+        stack = FrozenStack.build(model, tokenizer, ids, params.train_layers, device)
         steps = _batches(len(train_pairs), params.batch_size, params.epochs, params.seed)
         if params.max_steps:
             steps = steps[: params.max_steps]
@@ -212,7 +218,8 @@ def train(
 
         def validate() -> float:
             model.eval()
-            value = recall_at_k(encode_ids(model, tokenizer, ids, device), valid_pairs, params.k)
+            vectors = stack.encode_all() if stack else encode_ids(model, tokenizer, ids, device)
+            value = recall_at_k(vectors, valid_pairs, params.k)
             model.train()
             return value
 
@@ -221,19 +228,18 @@ def train(
         best_state = _trainable_state(model)
         curve: list[tuple[int, float]] = []
         evals: list[tuple[int, float]] = [(0, before)]
-        log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s; recall@%d before %.4f",
-                 len(train_pairs), len(steps), n_trainable, device, params.k, before)
+        log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s%s; recall@%d before %.4f",
+                 len(train_pairs), len(steps), n_trainable, device,
+                 ", frozen layers cached" if stack else "", params.k, before)
         t0 = time.perf_counter()
         t_interval, seen, losses = t0, 0, []
         model.train()
         for step, chunk in enumerate(steps, 1):
             pair = torch.as_tensor(train_pairs[chunk])
             items, inverse = torch.unique(pair.flatten(), return_inverse=True)
-            batch = tokenizer.pad({"input_ids": [ids[i] for i in items.tolist()]}, return_tensors="pt")
-            batch = {k: v.to(device) for k, v in batch.items()}
             with _autocast(device):
-                hidden = model(**batch).last_hidden_state
-            vectors = mean_pool(hidden, batch["attention_mask"])[inverse.to(device)]
+                vectors = _pooled(model, tokenizer, ids, items.tolist(), device, stack)
+            vectors = vectors[inverse.to(device)]
             vectors = vectors.view(len(chunk), 2, -1)
             loss = symmetric_mnrl(vectors[:, 0], vectors[:, 1], scale=params.scale,
                                   ids_a=pair[:, 0].to(device), ids_b=pair[:, 1].to(device))
@@ -275,9 +281,21 @@ def train(
         "planned_steps": len(steps), "seconds": seconds,
         "pairs_per_s": done * params.batch_size / max(seconds, 1e-9),
         "curve": curve, "evals": evals, "device": device, "out_dir": str(out_dir),
+        "frozen_layers_cached": stack is not None,
         "train_pairs": int(len(train_pairs)), "validation_pairs": int(len(valid_pairs)),
         "params": asdict(params),
     }
+
+
+def _pooled(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], items: list[int],
+            device: str, stack: FrozenStack | None) -> Any:
+    """Unit vectors of catalogue ``items`` in training mode: through the trained layers from
+    the cache, or through the whole model."""
+    if stack is not None:
+        return stack.pooled(items)
+    batch = tokenizer.pad({"input_ids": [ids[i] for i in items]}, return_tensors="pt")
+    batch = {k: v.to(device) for k, v in batch.items()}
+    return mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
 
 
 def _no_decay(name: str) -> bool:

@@ -41,6 +41,9 @@ class FinetuneSettings:
     # Tokens per text in training (titles are short; the base model allows 256).
     max_length: int = 64
     seed: int = 13
+    # torch threads of a CPU training: 1 gives the same weights for a seed run after run (tested);
+    # more is faster. The training runs in its own torchrun process, not in a Spark task.
+    threads: int = 1
     # Name of the registered model in MLflow.
     registered_name: str = "stpipe-encoder"
 
@@ -62,7 +65,7 @@ def check_finetune(encoder: str, ft: FinetuneSettings) -> None:
             f"model.finetune.train_layers: expected all or a positive number, got {ft.train_layers!r}"
         )
     positive = ("every_days", "validation_days", "next_within_days", "max_pairs",
-                "max_validation_pairs", "batch_size", "epochs", "eval_every_steps", "max_length")
+                "max_validation_pairs", "batch_size", "epochs", "eval_every_steps", "max_length", "threads")
     for name in positive:
         if getattr(ft, name) < 1:
             raise ConfigError(f"model.finetune.{name}: expected 1 or more, got {getattr(ft, name)}")
