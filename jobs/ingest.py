@@ -18,6 +18,7 @@ from typing import Any
 
 from stpipe.cli import main_for
 from stpipe.stages import INGEST
+from stpipe.stages.ingest import check_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_for(INGEST, argv, description=__doc__, add_arguments=add_arguments, overrides=overrides)
+    return main_for(INGEST, argv, description=__doc__, add_arguments=add_arguments, overrides=overrides,
+                    preflight=check_input)
 
 
 if __name__ == "__main__":

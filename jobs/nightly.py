@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     force_stages = (*forced.force_stage, *((INGEST.name,) if refresh else ()))
     stage = nightly_stage(forced.force, tuple(force_stages), not forced.no_ingest)
     return main_for(
-        stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides
+        stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides,
+        preflight=None if forced.no_ingest else ingest.check_input,
     )
 
 

@@ -72,12 +72,14 @@ def main_for(
     overrides: ArgsToOverrides | None = None,
     adjust: Callable[[Settings], Settings] | None = None,
     bind: Callable[[argparse.Namespace, Settings], Stage] | None = None,
+    preflight: Callable[[Settings], None] | None = None,
 ) -> int:
     """Parse arguments, build the session, run ``stage``; return the exit code.
 
     ``adjust`` turns the parsed settings into the ones the stage runs with (the evaluation:
     its own warehouse); the lease is taken on the warehouse it then names. ``bind`` builds
-    the stage from the arguments (one of the same name: the erasure's ids).
+    the stage from the arguments (one of the same name: the erasure's ids). ``preflight``
+    checks the settings before the lease and the Spark session (a missing input fails at once).
     """
     parser = base_parser(description)
     if add_arguments:
@@ -92,6 +94,8 @@ def main_for(
             settings = adjust(settings)
         if bind is not None:
             stage = bind(args, settings)
+        if preflight is not None:
+            preflight(settings)
         storage = settings.storage
         lease = acquire(
             storage.warehouse, job=stage.name, ttl_seconds=storage.lease_ttl_seconds,

@@ -116,6 +116,24 @@ def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
     done.check_untouched()
 
 
+@pytest.fixture(scope="session")
+def refreshed_nightly(spark, completed_nightly, tmp_path_factory) -> CompletedNightly:
+    """The shared nightly's warehouse after the same date's nightly again, now with a changed
+    source (seed ``helpers.REFRESHED_SEED``) re-read whole (``ingest.incremental: false``, what
+    ``--full-refresh`` sets). test_nightly checks that a changed source reruns the stages; the
+    kill test uses it as what its killed run would have written."""
+    from helpers import REFRESHED_SEED, nightly_settings, tree_stamp
+
+    from stpipe.stages import run_nightly
+
+    folder = Path(completed_nightly.copy_to(tmp_path_factory.mktemp("refreshed") / "warehouse"))
+    overrides = {"ingest.seed": REFRESHED_SEED, "ingest.incremental": False}
+    result = run_nightly(spark, nightly_settings(folder, **overrides))
+    done = CompletedNightly(folder, result, tree_stamp(folder))
+    yield done
+    done.check_untouched()
+
+
 @pytest.fixture
 def nightly_warehouse(completed_nightly, tmp_path) -> str:
     """A private copy of the completed nightly's warehouse (``CompletedNightly.copy_to``)."""

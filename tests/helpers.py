@@ -12,6 +12,8 @@ import pandas as pd
 from stpipe.config import Settings, load_settings, replace
 
 NIGHTLY_DATE = "2024-02-10"  # the day after 40 synthetic days from 2024-01-01
+# conftest's refreshed_nightly: the shared nightly's date again with this seed, re-read whole
+REFRESHED_SEED = 43
 
 
 def nightly_settings(warehouse: str | Path, **overrides: object) -> Settings:

@@ -2,9 +2,10 @@
 
 The warehouse first holds a complete run with seed 42 (a copy of the session's shared
 nightly: conftest ``nightly_warehouse``). The nightly for seed 43 is then started as a
-subprocess and killed (SIGKILL to its process group, JVM included) as soon as new, not yet
+subprocess (re-reading the source whole) and killed (SIGKILL to its process group, JVM included) as soon as new, not yet
 committed data files appear in a table folder. Tables are read with the
-independent ``deltalake`` reader.
+independent ``deltalake`` reader. What the killed run would have written is conftest's
+``refreshed_nightly``: the same warehouse after the same seed-43 nightly, not killed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
-from helpers import NIGHTLY_DATE, nightly_settings, read_sorted
+from helpers import NIGHTLY_DATE, REFRESHED_SEED, nightly_settings, read_sorted
 
 from stpipe import catalogue
 from stpipe.lease import LEASE_FILE, acquire
@@ -30,7 +31,7 @@ RUN_DATE = NIGHTLY_DATE
 # helpers.nightly_settings's source (the shared nightly); the killed run and the reference use
 # SEED. Even at 2,000 rows each write leaves its files uncommitted far longer than one 20 ms poll.
 ROWS, DAYS, START = 2000, 40, "2024-01-01"
-SEED = 43
+SEED = REFRESHED_SEED  # what conftest's refreshed_nightly ran, not killed
 
 
 def _settings(warehouse: str, **extra):
@@ -69,12 +70,13 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_during_write_then_rerun_completes_the_date(spark, nightly_warehouse, tmp_path):
-    warehouse, reference = nightly_warehouse, str(tmp_path / "ref")
+def test_kill_during_write_then_rerun_completes_the_date(
+    spark, nightly_warehouse, refreshed_nightly, tmp_path
+):
+    warehouse, reference = nightly_warehouse, str(refreshed_nightly.folder)
     settings = nightly_settings(warehouse)
     assert (settings.ingest.rows, settings.ingest.synthetic_days) == (ROWS, DAYS)
     assert (settings.ingest.synthetic_start, settings.ingest.seed) == (START, 42)
-    run_nightly(spark, _settings(reference))  # a clean run of what the killed one does
     names = _tables(warehouse)
     previous = {n: _read(warehouse, n) for n in names}
     wanted = {n: _read(reference, n) for n in names}

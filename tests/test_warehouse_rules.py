@@ -53,11 +53,11 @@ def test_no_ingest_runs_every_stage_but_ingest():
 
 @pytest.mark.slow
 def test_many_nights_keep_keep_days_of_slices_and_a_bounded_layout(spark, warehouse):
-    """Sixteen simulated nights of a dated table with keep_days 5 (the layout reaches its steady
+    """Ten simulated nights of a dated table with keep_days 3 (the layout reaches its steady
     state after keep_days + 1 nights): slices older than keep_days are deleted and vacuumed, one
-    file per kept night remains, and the folder stops growing."""
+    file per kept night remains, and the folder stops growing over the last four nights."""
     table = catalogue.USER_EMBEDDINGS
-    keep, nights = 5, 16
+    keep, nights = 3, 10
     first = dt.date(2024, 1, 1)
     sizes = []
 

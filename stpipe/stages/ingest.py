@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from stpipe import clean, incremental, privacy, tables
 from stpipe.adapters import read_source
-from stpipe.adapters.base import RawInput
+from stpipe.adapters.base import RawInput, existing_path
 from stpipe.catalogue import (
     ERASURES,
     INGEST_FILES,
@@ -38,7 +38,7 @@ from stpipe.catalogue import (
     REVIEWS,
     USER_ID_MAP,
 )
-from stpipe.config import IngestSettings
+from stpipe.config import IngestSettings, Settings
 from stpipe.errors import ConfigError, InputError, ReconciliationError
 from stpipe.merge import Merged
 from stpipe.runlog import StageResult
@@ -58,6 +58,13 @@ def check_writable(warehouse: str) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"storage.warehouse: {warehouse} is not a writable folder")
+
+
+def check_input(settings: Settings) -> None:
+    """Fail before Spark starts when a file source's input is missing (the command line's
+    pre-flight; the adapters check it again when they read)."""
+    if settings.ingest.source != "synthetic":
+        existing_path(settings.ingest.input or "", "input")
 
 
 @dataclass
