@@ -147,3 +147,18 @@ def test_cli_fails_with_one_line(tmp_path, args, expected):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ingest: error:") and expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("job", ["jobs.ingest", "jobs.nightly"])
+def test_a_missing_input_fails_before_the_lease_and_spark(tmp_path, job):
+    wh = tmp_path / "wh"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", job, "--source", "online_retail", "--input", str(tmp_path / "gone.csv"),
+         "--warehouse", str(wh), "--date", "2024-06-01"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    name = job.split(".")[1]
+    assert _error_lines(result.stderr) == [f"{name}: error: input not found: {tmp_path / 'gone.csv'}"]
+    assert not wh.exists()  # no lease was taken there and no Spark session started
