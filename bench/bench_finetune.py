@@ -21,7 +21,7 @@ import numpy as np
 from bench.bench_embed import RETAIL_FILE, load_texts
 
 N_ITEMS = int(os.environ.get("BENCH_FINETUNE_ITEMS", "1500"))
-STEPS = int(os.environ.get("BENCH_FINETUNE_STEPS", "24"))
+STEPS = int(os.environ.get("BENCH_FINETUNE_STEPS", "16"))
 BATCH = int(os.environ.get("BENCH_FINETUNE_BATCH", "32"))
 THREADS = int(os.environ.get("BENCH_FINETUNE_THREADS", "2"))
 
