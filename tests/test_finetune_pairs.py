@@ -88,3 +88,43 @@ def test_sampling_is_deterministic_and_capped(spark):
 def test_bad_validation_days(spark):
     with pytest.raises(ConfigError, match="validation_days"):
         mined(spark, validation_days=0)
+
+
+# Orders for the lift pairs, worked by hand: before the validation window o1..o5 (N = 5;
+# A in 3 orders, B 3, C 2, D 2, E 1); in it o6 and o7, which lift never sees.
+LIFT_LINES = [
+    *[("u1", "o1", i, "2024-01-02 10:00:00") for i in "ABC"],
+    *[("u2", "o2", i, "2024-01-03 10:00:00") for i in "AB"],
+    *[("u3", "o3", i, "2024-01-04 10:00:00") for i in "AC"],
+    *[("u4", "o4", i, "2024-01-05 10:00:00") for i in "BD"],
+    *[("u5", "o5", i, "2024-01-06 10:00:00") for i in "DE"],
+    *[("u6", "o6", i, "2024-01-25 10:00:00") for i in "FG"],
+    *[("u7", "o7", i, "2024-01-26 10:00:00") for i in "DE"],  # a second D+E order: too late
+]
+
+
+def lifted(spark, **kw):
+    pairs = mine_pairs(
+        orders_frame(spark, LIFT_LINES), as_of=AS_OF, timezone="UTC", validation_days=10,
+        next_within_days=30, kinds=["lift"], max_pairs=1000, max_validation_pairs=1000, seed=3, **kw,
+    )
+    return sorted(tuple(r) for r in pairs.collect())
+
+
+def test_lift_pairs_by_hand(spark):
+    # lift = n_ab x 5 / (n_a x n_b): AB 10/9, AC 10/6, BC 5/6, BD 5/6, DE 5/2
+    validation = [("validation", "D", "E", "order"), ("validation", "F", "G", "order")]
+    # each item's best partner: A->C, B->A, C->A, D->E, E->D
+    assert lifted(spark, lift_neighbours=1, lift_min_baskets=1) == [
+        ("train", "A", "B", "lift"), ("train", "A", "C", "lift"), ("train", "D", "E", "lift"),
+        *validation,
+    ]
+    # two partners: B's second is C or D at 5/6, the lower id wins; D's second is B
+    assert lifted(spark, lift_neighbours=2, lift_min_baskets=1) == [
+        ("train", "A", "B", "lift"), ("train", "A", "C", "lift"), ("train", "B", "C", "lift"),
+        ("train", "B", "D", "lift"), ("train", "D", "E", "lift"), *validation,
+    ]
+    # two shared orders or more: only AB and AC (o7's D+E is in the validation window)
+    assert lifted(spark, lift_neighbours=5, lift_min_baskets=2) == [
+        ("train", "A", "B", "lift"), ("train", "A", "C", "lift"), *validation,
+    ]

@@ -43,15 +43,15 @@ class TrainParams:
     """The training settings (``model.finetune`` as plain values)."""
 
     train_layers: str = "2"
-    batch_size: int = 32
-    epochs: int = 1
+    batch_size: int = 64
+    epochs: int = 8
     max_steps: int = 0
-    learning_rate: float = 2e-5
+    learning_rate: float = 2e-4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     scale: float = 20.0
-    eval_every_steps: int = 100
-    patience: int = 2
+    eval_every_steps: int = 50
+    patience: int = 3
     max_length: int = 64
     seed: int = 13
     threads: int = 1

@@ -5,7 +5,12 @@ A pair is two different items a customer's behaviour ties together:
 * ``order``: bought in one order;
 * ``user_day``: bought by one user on one local day (several orders a day count as one basket);
 * ``next``: an item and an item of the user's next purchase moment (the next later ``ts``)
-  when it comes within ``next_within_days``; a repurchase of the same item is no pair.
+  when it comes within ``next_within_days``; a repurchase of the same item is no pair;
+* ``lift``: each item with its ``lift_neighbours`` partners of highest lift among the items it
+  shares ``lift_min_baskets`` or more orders with (lift = n_ab x N / (n_a x n_b) over the N orders
+  before the validation window): the clean co-purchase signal, one pair per strong tie rather than
+  every pair of a large basket. Training pairs only; the validation pairs then come from the other
+  kinds chosen, or from ``order`` when ``lift`` is the only one.
 
 Only order lines with ``ts`` before the as-of cutoff (``cutoff_epoch``) are read. A pair is dated
 by its later line; pairs dated in the last ``validation_days`` before the as-of date are the
@@ -78,6 +83,41 @@ def next_pairs(lines: DataFrame, *, within_days: int) -> DataFrame:
     )
 
 
+def lift_pairs(lines: DataFrame, *, neighbours: int, min_baskets: int) -> DataFrame:
+    """(item_a, item_b, t, kind='lift'): per item, its ``neighbours`` partners of highest lift
+    (ties: lower item id) among those sharing ``min_baskets`` or more orders of ``lines``, as
+    unordered pairs, dated by their last shared order."""
+    orders = lines.groupBy("source", "order_id", "item_id").agg(F.max("t").alias("t"))
+    a = orders.select("source", "order_id", F.col("item_id").alias("item_a"), F.col("t").alias("t_a"))
+    b = orders.select("source", "order_id", F.col("item_id").alias("item_b"), F.col("t").alias("t_b"))
+    shared = (
+        a.join(b, ["source", "order_id"])
+        .where(F.col("item_a") < F.col("item_b"))
+        .groupBy("item_a", "item_b")
+        .agg(F.count(F.lit(1)).alias("n_ab"), F.max(F.greatest("t_a", "t_b")).alias("t"))
+        .where(F.col("n_ab") >= F.lit(int(min_baskets)))
+    )
+    counts = orders.groupBy("item_id").agg(F.count(F.lit(1)).alias("n"))
+    total = orders.select("source", "order_id").distinct().agg(F.count(F.lit(1)).alias("n_orders"))
+    scored = (
+        shared.join(counts.select(F.col("item_id").alias("item_a"), F.col("n").alias("n_a")), "item_a")
+        .join(counts.select(F.col("item_id").alias("item_b"), F.col("n").alias("n_b")), "item_b")
+        .crossJoin(total)
+        .withColumn("lift", F.col("n_ab") * F.col("n_orders") / (F.col("n_a") * F.col("n_b")))
+    )
+    def direction(item: str, other: str) -> DataFrame:
+        return scored.select(F.col(item).alias("item"), F.col(other).alias("other"), "lift", "t")
+
+    directed = direction("item_a", "item_b").unionByName(direction("item_b", "item_a"))
+    rank = Window.partitionBy("item").orderBy(F.desc("lift"), F.asc("other"))
+    top = directed.withColumn("_r", F.row_number().over(rank)).where(F.col("_r") <= int(neighbours))
+    return (
+        top.select(F.least("item", "other").alias("item_a"), F.greatest("item", "other").alias("item_b"), "t")
+        .groupBy("item_a", "item_b").agg(F.max("t").alias("t"))
+        .withColumn("kind", F.lit("lift"))
+    )
+
+
 def sample_pairs(pairs: DataFrame, *, cap: int, seed: int) -> DataFrame:
     """The ``cap`` distinct (item_a, item_b) of lowest hash(item_a, item_b, seed), one kind each
     (the first by name), in hash order: the same pairs for the same data and seed."""
@@ -102,27 +142,40 @@ def mine_pairs(
     max_pairs: int,
     max_validation_pairs: int,
     seed: int,
+    lift_neighbours: int = 5,
+    lift_min_baskets: int = 5,
 ) -> DataFrame:
     """(split, item_a, item_b, kind): sampled training and validation pairs as of ``as_of``."""
     if validation_days < 1:
         raise ConfigError(f"model.finetune.validation_days: expected 1 or more, got {validation_days}")
-    lines = lines_before(orders, as_of=as_of, timezone=timezone)
-    parts = []
-    if "order" in kinds:
-        parts.append(basket_pairs(lines, keys=["source", "order_id"], kind="order"))
-    if "user_day" in kinds:
-        parts.append(basket_pairs(lines, keys=["source", "user_id", "day"], kind="user_day"))
-    if "next" in kinds:
-        parts.append(next_pairs(lines, within_days=next_within_days))
-    if not parts:
+    if not kinds:
         raise ConfigError("model.finetune.kinds: no pair kind chosen")
-    pairs = parts[0]
-    for part in parts[1:]:
-        pairs = pairs.unionByName(part)
+    lines = lines_before(orders, as_of=as_of, timezone=timezone)
     boundary = cutoff_epoch(as_of - dt.timedelta(days=int(validation_days)), timezone)
-    train = sample_pairs(pairs.where(F.col("t") < F.lit(boundary)), cap=max_pairs, seed=seed)
+
+    def dated(chosen: Sequence[str]) -> DataFrame:
+        parts = []
+        if "order" in chosen:
+            parts.append(basket_pairs(lines, keys=["source", "order_id"], kind="order"))
+        if "user_day" in chosen:
+            parts.append(basket_pairs(lines, keys=["source", "user_id", "day"], kind="user_day"))
+        if "next" in chosen:
+            parts.append(next_pairs(lines, within_days=next_within_days))
+        pairs = parts[0]
+        for part in parts[1:]:
+            pairs = pairs.unionByName(part)
+        return pairs
+
+    basket_kinds = [k for k in kinds if k != "lift"]
+    train_pairs = dated(basket_kinds).where(F.col("t") < F.lit(boundary)) if basket_kinds else None
+    if "lift" in kinds:  # lift is measured on the orders before the validation window only
+        lifted = lift_pairs(lines.where(F.col("t") < F.lit(boundary)), neighbours=lift_neighbours,
+                            min_baskets=lift_min_baskets)
+        train_pairs = lifted if train_pairs is None else train_pairs.unionByName(lifted)
+    train = sample_pairs(train_pairs, cap=max_pairs, seed=seed)
     valid = sample_pairs(
-        pairs.where(F.col("t") >= F.lit(boundary)), cap=max_validation_pairs, seed=seed
+        dated(basket_kinds or ["order"]).where(F.col("t") >= F.lit(boundary)),
+        cap=max_validation_pairs, seed=seed,
     )
     return train.withColumn("split", F.lit("train")).unionByName(
         valid.withColumn("split", F.lit("validation"))

@@ -84,6 +84,7 @@ def run(ctx: StageContext) -> StageResult:
         orders, as_of=ctx.run_date, timezone=timezone, validation_days=ft.validation_days,
         next_within_days=ft.next_within_days, kinds=ft.kinds, max_pairs=ft.max_pairs,
         max_validation_pairs=ft.max_validation_pairs, seed=ft.seed,
+        lift_neighbours=ft.lift_neighbours, lift_min_baskets=ft.lift_min_baskets,
     ).toPandas()
     texts = item_texts(ctx.read(ITEMS), template=model.text_template).orderBy("item_id").toPandas()
     counts = pairs["split"].value_counts().to_dict()
