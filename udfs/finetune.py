@@ -51,7 +51,7 @@ class TrainParams:
     weight_decay: float = 0.01
     scale: float = 20.0
     eval_every_steps: int = 50
-    patience: int = 3
+    patience: int = 6
     max_length: int = 64
     seed: int = 13
     threads: int = 1

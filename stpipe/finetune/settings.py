@@ -42,7 +42,7 @@ class FinetuneSettings:
     scale: float = 20.0
     # Validation recall@10 every eval_every_steps; stop after patience intervals without gain.
     eval_every_steps: int = 50
-    patience: int = 3
+    patience: int = 6
     # Tokens per text in training (titles are short; the base model allows 256).
     max_length: int = 64
     seed: int = 13
