@@ -24,6 +24,7 @@ from jobs import ingest
 from stpipe.cli import main_for
 from stpipe.runlog import StageResult
 from stpipe.stages import INGEST, NIGHTLY, Stage, StageContext, run_nightly
+from stpipe.stages.ingest import check_input
 from stpipe.summary import summary_text
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = nightly_stage(forced.force, tuple(force_stages), not forced.no_ingest)
     return main_for(
         stage, argv, description=__doc__, add_arguments=add_arguments, overrides=ingest.overrides,
-        preflight=None if forced.no_ingest else ingest.check_input,
+        preflight=None if forced.no_ingest else check_input,
     )
 
 

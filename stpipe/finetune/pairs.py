@@ -88,13 +88,10 @@ def lift_pairs(lines: DataFrame, *, neighbours: int, min_baskets: int) -> DataFr
     (ties: lower item id) among those sharing ``min_baskets`` or more orders of ``lines``, as
     unordered pairs, dated by their last shared order."""
     orders = lines.groupBy("source", "order_id", "item_id").agg(F.max("t").alias("t"))
-    a = orders.select("source", "order_id", F.col("item_id").alias("item_a"), F.col("t").alias("t_a"))
-    b = orders.select("source", "order_id", F.col("item_id").alias("item_b"), F.col("t").alias("t_b"))
     shared = (
-        a.join(b, ["source", "order_id"])
-        .where(F.col("item_a") < F.col("item_b"))
+        basket_pairs(orders, keys=["source", "order_id"], kind="lift")  # one row per shared order
         .groupBy("item_a", "item_b")
-        .agg(F.count(F.lit(1)).alias("n_ab"), F.max(F.greatest("t_a", "t_b")).alias("t"))
+        .agg(F.count(F.lit(1)).alias("n_ab"), F.max("t").alias("t"))
         .where(F.col("n_ab") >= F.lit(int(min_baskets)))
     )
     counts = orders.groupBy("item_id").agg(F.count(F.lit(1)).alias("n"))
@@ -167,14 +164,15 @@ def mine_pairs(
         return pairs
 
     basket_kinds = [k for k in kinds if k != "lift"]
-    train_pairs = dated(basket_kinds).where(F.col("t") < F.lit(boundary)) if basket_kinds else None
+    basket = dated(basket_kinds or ["order"])  # validation pairs always; training unless lift only
+    train_pairs = basket.where(F.col("t") < F.lit(boundary)) if basket_kinds else None
     if "lift" in kinds:  # lift is measured on the orders before the validation window only
         lifted = lift_pairs(lines.where(F.col("t") < F.lit(boundary)), neighbours=lift_neighbours,
                             min_baskets=lift_min_baskets)
         train_pairs = lifted if train_pairs is None else train_pairs.unionByName(lifted)
     train = sample_pairs(train_pairs, cap=max_pairs, seed=seed)
     valid = sample_pairs(
-        dated(basket_kinds or ["order"]).where(F.col("t") >= F.lit(boundary)),
+        basket.where(F.col("t") >= F.lit(boundary)),
         cap=max_validation_pairs, seed=seed,
     )
     return train.withColumn("split", F.lit("train")).unionByName(
