@@ -196,6 +196,11 @@ class RecommendSettings:
     # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.
     history_items: int = 50
     recent_items: int = 5
+    # bert: the user's items' text similarity to an item, sum of w x max(0, cos)^p over the
+    # user's items divided by the sum of w (an item-to-item kernel; its top new items are the
+    # neighbour candidates); 0: the cosine with the user's mean vector (neighbours: nearest to
+    # one of the recent_items newest items).
+    bert_kernel_power: int = 4
     candidates_popular: int = 50
     candidates_neighbours: int = 50
     candidates_causal: int = 30

@@ -48,9 +48,11 @@ def users(*rows, source: str = "s") -> pd.DataFrame:
 
 
 def params(**kw) -> ScoreParams:
+    # bert as the cosine with the user's mean vector (kernel power 0): the hand figures below;
+    # the kernel has its own hand cases in test_score.py
     base = dict(
         weights=ONES, k=3, candidates_popular=1, candidates_neighbours=1, candidates_causal=1,
-        recent_items=1, history_items=1,
+        recent_items=1, history_items=1, bert_kernel_power=0,
     )
     base.update(kw)
     return ScoreParams(**base)

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from udfs.candidates import (
+    bert_kernel,
     bert_similarity,
     category_shares,
     causal_candidates,
@@ -84,6 +85,28 @@ def test_bert_similarity_is_the_cosine_with_the_user_vector():
     expected = [[1.1 / n, (0.66 + 0.64) / n, 0.8 / n, -1.1 / n], [0, 0.8, 1, 0], [0, 0, 0, 0]]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert got.dtype == np.float64
+
+
+@pytest.mark.parametrize("block", [1, 1024])
+def test_bert_kernel_is_the_weighted_mean_of_clipped_cosines_to_the_history(block):
+    # u bought b (w 1) and a (w .5): cos to b = (.6, 1, .8, -.6), to a = (1, .6, 0, -1), negative
+    # cosines count 0; v bought c (w 2): cos (0, .8, 1, 0); w has no history
+    chunk = chunk_of(users(), catalog())
+    square = bert_kernel(chunk, catalog(), 2, block=block)
+    expected = [[(0.36 + 0.5) / 1.5, (1 + 0.5 * 0.36) / 1.5, 0.64 / 1.5, 0.0], [0, 0.64, 1, 0], [0] * 4]
+    np.testing.assert_allclose(square, expected, rtol=1e-6, atol=1e-7)
+    fourth = bert_kernel(chunk, catalog(), 4, block=block)
+    expected = [[(0.1296 + 0.5) / 1.5, (1 + 0.5 * 0.1296) / 1.5, 0.4096 / 1.5, 0.0], [0, 0.4096, 1, 0], [0] * 4]
+    np.testing.assert_allclose(fourth, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_kernel_neighbours_are_the_new_items_of_largest_kernel_score():
+    # u (bought a, b): c .43 beats d 0; v (bought c): b .64 beats a and d (0: never proposed)
+    chunk = chunk_of(users(), catalog())
+    kernel = bert_kernel(chunk, catalog(), 2)
+    got = neighbour_candidates(chunk, catalog(), 1, recent=1, kernel=kernel)
+    assert got.tolist() == [[False, False, True, False], [False, True, False, False], [False] * 4]
+    assert neighbour_candidates(chunk, catalog(), 3, recent=1, kernel=kernel)[2].sum() == 0
 
 
 def test_time_scores_are_the_same_for_every_user():

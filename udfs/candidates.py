@@ -4,7 +4,10 @@ Each function works on one chunk of users (:class:`Chunk`: their histories as ca
 indices) and the broadcast :class:`~udfs.score.Catalog`; :func:`udfs.score.score_users`
 composes them. Components, each a (users, items) array:
 
-* bert: cosine of the user vector (:mod:`udfs.vectors`) and the item's embedding;
+* bert: how close the item's text is to the user's items: with ``kernel_power`` p > 0 the
+  history-weighted mean of max(0, cos(h, item))^p over the user's items h (an item-to-item
+  kernel: a user of two interests is near items of either, where the mean of their vectors lies
+  between them); with p = 0 the cosine of the user vector (:mod:`udfs.vectors`) and the item;
 * time: the item's time-decayed market popularity; space: the same within the user's region;
 * reach: how many distinct users bought the item (log-scaled): breadth of appeal, which
   order-weighted popularity misses when a few buyers re-order an item often;
@@ -94,6 +97,31 @@ def bert_similarity(chunk: Chunk, catalog: Catalog) -> np.ndarray:
     """Cosine of each user's vector with every item (0 for users without history)."""
     u_vec = user_vectors(chunk.hist_idx, chunk.hist_w, catalog.embeddings)
     return (u_vec @ catalog.embeddings.T).astype(np.float64)  # both sides unit length
+
+
+def bert_kernel(chunk: Chunk, catalog: Catalog, power: int, block: int = 1024) -> np.ndarray:
+    """Per user x item: sum over the user's items h of w_h x max(0, cos(h, item))^power, divided
+    by the sum of w_h (in [0, 1]; 0 for users without history).
+
+    The item x item similarities are computed for the chunk's distinct history items only,
+    ``block`` rows at a time (memory: block x catalogue).
+    """
+    score = np.zeros(chunk.shape, dtype=np.float64)
+    have = [row for row, idx in enumerate(chunk.hist_idx) if len(idx)]
+    if not have:
+        return score
+    idx = np.concatenate([chunk.hist_idx[row] for row in have])
+    seeds, col = np.unique(idx, return_inverse=True)
+    rows = np.repeat(have, [len(chunk.hist_idx[row]) for row in have])
+    w = np.concatenate([chunk.hist_w[row] for row in have])
+    weights = sp.csc_matrix((w, (rows, col)), shape=(chunk.shape[0], len(seeds)))
+    emb = catalog.embeddings
+    for start in range(0, len(seeds), block):
+        sims = np.maximum(emb[seeds[start : start + block]] @ emb.T, 0.0).astype(np.float64)
+        score += weights[:, start : start + block] @ (sims**power)
+    totals = np.asarray(weights.sum(axis=1)).ravel()
+    np.divide(score, totals[:, None], out=score, where=totals[:, None] > 0)
+    return np.clip(score, 0.0, 1.0)
 
 
 def time_scores(chunk: Chunk, catalog: Catalog) -> np.ndarray:
@@ -225,8 +253,14 @@ def popular_candidates(chunk: Chunk, catalog: Catalog, n: int) -> np.ndarray:
     return _mask(chunk.shape, [order[:n] for order in orders])
 
 
-def neighbour_candidates(chunk: Chunk, catalog: Catalog, n: int, recent: int) -> np.ndarray:
-    """The ``n`` new items nearest (max cosine) to any of the user's ``recent`` latest items."""
+def neighbour_candidates(
+    chunk: Chunk, catalog: Catalog, n: int, recent: int, kernel: np.ndarray | None = None
+) -> np.ndarray:
+    """The ``n`` new items nearest to the user's items: of largest ``kernel`` score when given
+    (:func:`bert_kernel`), else nearest (max cosine) to any of the user's ``recent`` latest items."""
+    if kernel is not None:
+        fresh = np.where(chunk.bought | (kernel <= 0), -np.inf, kernel)
+        return _mask(chunk.shape, top_indices(fresh, n))
     seeds = [idx[:recent] for idx in chunk.hist_idx]
     if not any(len(s) for s in seeds):
         return np.zeros(chunk.shape, dtype=bool)

@@ -12,7 +12,7 @@ never all user x item pairs.
 
 The components (feature matrices) and candidate sources are small functions in
 :mod:`udfs.candidates`; the user vector is :mod:`udfs.vectors`. Every signal is in [0, 1]
-except bert (a cosine in [-1, 1]).
+except bert with ``bert_kernel_power`` 0 (a cosine in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from udfs.candidates import (
     Chunk,
+    bert_kernel,
     bert_similarity,
     category_shares,
     causal_candidates,
@@ -117,6 +118,8 @@ class ScoreParams:
     allow_repeat: bool = True
     recent_items: int = 5
     history_items: int = 50
+    # bert: the item-to-item kernel's power (0: cosine with the user's mean vector)
+    bert_kernel_power: int = 4
     candidates_popular: int = 50
     candidates_neighbours: int = 50
     candidates_causal: int = 30
@@ -156,13 +159,14 @@ def _empty_result() -> pd.DataFrame:
 
 
 def _candidate_flags(
-    chunk: Chunk, catalog: Catalog, p: ScoreParams, led: np.ndarray, cooc: np.ndarray
+    chunk: Chunk, catalog: Catalog, p: ScoreParams, led: np.ndarray, cooc: np.ndarray,
+    kernel: np.ndarray | None,
 ) -> np.ndarray:
     """Bit flags per user x item: which enabled candidate sources propose the item."""
     on = candidate_sources(p.components if p.sources_of is None else p.sources_of, p.allow_repeat)
     sources = [
         (POPULAR, lambda: popular_candidates(chunk, catalog, p.candidates_popular)),
-        (NEIGHBOUR, lambda: neighbour_candidates(chunk, catalog, p.candidates_neighbours, p.recent_items)),
+        (NEIGHBOUR, lambda: neighbour_candidates(chunk, catalog, p.candidates_neighbours, p.recent_items, kernel)),
         (CAUSAL, lambda: causal_candidates(led, chunk, catalog, p.candidates_causal)),
         (COOC, lambda: cooc_candidates(chunk, cooc, p.candidates_cooc)),
         (HISTORY, lambda: history_candidates(chunk, p.history_items)),
@@ -181,8 +185,9 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
     shares = category_shares(chunk, catalog)
     led = led_categories(shares, catalog)
     cooc, cooc_source = cooc_scores(chunk.hist_idx, chunk.history, catalog.cooc)
+    kernel = bert_kernel(chunk, catalog, p.bert_kernel_power) if p.bert_kernel_power > 0 else None
     features = {
-        "bert": bert_similarity(chunk, catalog),
+        "bert": bert_similarity(chunk, catalog) if kernel is None else kernel,
         "time": time_scores(chunk, catalog),
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
@@ -194,7 +199,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "rebuy": rebuy_scores(chunk, catalog),  # non-zero only on bought items, like repeat
         "cooc": cooc,
     }
-    flags = _candidate_flags(chunk, catalog, p, led, cooc)
+    flags = _candidate_flags(chunk, catalog, p, led, cooc, kernel)
     allowed = np.ones(chunk.shape, dtype=bool) if p.allow_repeat else ~chunk.bought
     flags[~allowed] = 0
     flags[filler_candidates(flags > 0, allowed, catalog, p.k)] |= FILLER

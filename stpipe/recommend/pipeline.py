@@ -222,7 +222,7 @@ def _params(opts: RecommendOptions, weights: dict[str, float], components: froze
     return ScoreParams(
         weights=weights, k=k, components=components, allow_repeat=opts.allow_repeat,
         recent_items=opts.recent_items, history_items=opts.history_items,
-        candidates_popular=opts.candidates_popular, candidates_neighbours=opts.candidates_neighbours,
+        bert_kernel_power=opts.bert_kernel_power, candidates_popular=opts.candidates_popular, candidates_neighbours=opts.candidates_neighbours,
         candidates_causal=opts.candidates_causal, candidates_cooc=opts.candidates_cooc,
         batch_users=opts.score_batch_users,
     )
