@@ -278,6 +278,11 @@ class EvaluateSettings:
     orders_warehouse: str | None = None
     # Print one JSON object per model and variant on stdout.
     json: bool = False
+    # Tune the encoder as of each cutoff (the finetune stage in the scratch warehouse, on its
+    # orders only) for `full` and `content_tuned`; `full_base_encoder` and `content_base` use the
+    # base encoder. The training runs alone, so with finetune_threads torch threads.
+    finetune: bool = True
+    finetune_threads: int = 2
 
 
 @dataclass(frozen=True)

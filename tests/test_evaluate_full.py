@@ -3,9 +3,11 @@
 import datetime as dt
 
 import pandas as pd
+import pytest
 
 from stpipe.evaluate import full
 from stpipe.evaluate.baselines import EvalContext
+from stpipe.evaluate.runner import ModelUnavailable
 from stpipe.recommend import RecommendOptions
 
 CUTOFF = dt.date(2024, 3, 1)
@@ -26,7 +28,8 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     )
     assert set(models) == {
         "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc", "full_no_repeat",
-        "full_no_reach", "full_no_rebuy", "full_no_recent",
+        "full_no_reach", "full_no_rebuy", "full_no_recent", "full_base_encoder", "content_base",
+        "content_tuned",
     }
     seen = {"u1": {"x"}, "u2": {"y"}, "u3": {"z"}}  # u4 has no history: cold
     base = EvalContext(spark=spark, cutoff=CUTOFF, users=pd.DataFrame(), n=2, seen=seen)
@@ -60,3 +63,31 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
     assert "rebuy" not in calls[-1]["components"] and "repeat" in calls[-1]["components"]
     models["full_no_recent"](None, ctx(["u1"]))
     assert "recent" not in calls[-1]["components"] and "history" in calls[-1]["components"]
+
+
+def test_full_base_encoder_scores_with_the_base_vectors_and_needs_a_tuning(spark, monkeypatch):
+    given: list[object] = []
+
+    def fake_recommend(spark_, *, only_users, item_embeddings, **_):
+        given.append(item_embeddings)
+        rows = [(u, "north", 1, f"{u}-item") for u in sorted(only_users)]
+        return spark_.createDataFrame(rows, "user_id string, region string, rank int, item_id string")
+
+    monkeypatch.setattr(full, "recommend", fake_recommend)
+    seen = {"u1": {"x"}}
+    ctx = EvalContext(spark=spark, cutoff=CUTOFF, n=1, seen=seen,
+                      users=pd.DataFrame({"user_id": ["u1"], "region": ["north"]}))
+    inputs = {"orders": None, "items": None, "item_embeddings": "tuned", "granger_stats": None}
+    untuned = full.models(spark, prepare=lambda: dict(inputs), cutoff=CUTOFF, list_length=1,
+                          opts=RecommendOptions())
+    with pytest.raises(ModelUnavailable, match="evaluate.finetune is off"):
+        untuned["full_base_encoder"](None, ctx)
+    with pytest.raises(ModelUnavailable, match="evaluate.finetune is off"):
+        untuned["content_tuned"](None, ctx)
+    tuned = full.models(
+        spark, prepare=lambda: dict(inputs, base_item_embeddings="base", tuned=True), cutoff=CUTOFF,
+        list_length=1, opts=RecommendOptions(),
+    )
+    tuned["full"](None, ctx)
+    tuned["full_base_encoder"](None, ctx)
+    assert given == ["tuned", "base"]

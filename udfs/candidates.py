@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from udfs.vectors import user_vectors
+from udfs.vectors import kernel_scores, user_vectors
 
 if TYPE_CHECKING:
     from udfs.score import Catalog
@@ -101,26 +101,14 @@ def bert_similarity(chunk: Chunk, catalog: Catalog) -> np.ndarray:
 
 def bert_kernel(chunk: Chunk, catalog: Catalog, power: int, block: int = 1024) -> np.ndarray:
     """Per user x item: sum over the user's items h of w_h x max(0, cos(h, item))^power, divided
-    by the sum of w_h (in [0, 1]; 0 for users without history).
-
-    The item x item similarities are computed for the chunk's distinct history items only,
-    ``block`` rows at a time (memory: block x catalogue).
-    """
-    score = np.zeros(chunk.shape, dtype=np.float64)
-    have = [row for row, idx in enumerate(chunk.hist_idx) if len(idx)]
-    if not have:
-        return score
-    idx = np.concatenate([chunk.hist_idx[row] for row in have])
-    seeds, col = np.unique(idx, return_inverse=True)
-    rows = np.repeat(have, [len(chunk.hist_idx[row]) for row in have])
-    w = np.concatenate([chunk.hist_w[row] for row in have])
-    weights = sp.csc_matrix((w, (rows, col)), shape=(chunk.shape[0], len(seeds)))
-    emb = catalog.embeddings
-    for start in range(0, len(seeds), block):
-        sims = np.maximum(emb[seeds[start : start + block]] @ emb.T, 0.0).astype(np.float64)
-        score += weights[:, start : start + block] @ (sims**power)
-    totals = np.asarray(weights.sum(axis=1)).ravel()
-    np.divide(score, totals[:, None], out=score, where=totals[:, None] > 0)
+    by the sum of w_h (in [0, 1]; 0 for users without history); :func:`udfs.vectors.kernel_scores`."""
+    rows = np.repeat(np.arange(chunk.shape[0]), [len(idx) for idx in chunk.hist_idx])
+    idx = np.concatenate([*chunk.hist_idx, np.zeros(0, dtype=np.int64)])
+    w = np.concatenate([*chunk.hist_w, np.zeros(0)])
+    weights = sp.csr_matrix((w, (rows, idx)), shape=chunk.shape)  # a repeated item: weights add
+    score = kernel_scores(weights, catalog.embeddings, power, block)
+    totals = np.asarray(weights.sum(axis=1))
+    np.divide(score, totals, out=score, where=totals > 0)
     return np.clip(score, 0.0, 1.0)
 
 

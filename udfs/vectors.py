@@ -1,13 +1,17 @@
-"""The user vector: the one definition the scorer and the ``user_embeddings`` table share.
+"""How a user's items score an item by text: the user vector and the item-to-item kernel.
 
-A user's vector is the recency-weighted sum of the embeddings of the items they bought,
-re-normalised to unit length (zeros when nothing is left). It stays in the item space: its
-cosine with an item is a weighted mean of the item's cosines with the user's items.
+A user's vector (the one definition the scorer and the ``user_embeddings`` table share) is the
+recency-weighted sum of the embeddings of the items they bought, re-normalised to unit length
+(zeros when nothing is left). It stays in the item space: its cosine with an item is a weighted
+mean of the item's cosines with the user's items. The kernel keeps the items apart instead:
+sum over the user's items h of w_h x max(0, cos(h, item))^p, so a user with two interests is
+near items of either (:func:`kernel_scores`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def weighted_unit_sums(weights: np.ndarray, vectors: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -34,4 +38,20 @@ def user_vectors(hist_idx: list[np.ndarray], hist_w: list[np.ndarray], emb: np.n
         w = np.concatenate([hist_w[row] for row in have])
         starts = np.cumsum([0] + [len(hist_idx[row]) for row in have[:-1]])
         out[have] = weighted_unit_sums(w, emb[idx], starts)
+    return out
+
+
+def kernel_scores(weights: sp.spmatrix, emb: np.ndarray, power: int, block: int = 1024) -> np.ndarray:
+    """(users, items): ``weights`` (users x items, sparse) times max(0, emb @ emb.T)^power.
+
+    Only the items some user has a weight on are compared with the catalogue, ``block`` of them
+    at a time (memory: block x items); ``emb`` rows are unit length. float64.
+    """
+    weights = sp.csc_matrix(weights)
+    out = np.zeros(weights.shape, dtype=np.float64)
+    seeds = np.flatnonzero(np.diff(weights.indptr))
+    for start in range(0, len(seeds), block):
+        part = seeds[start : start + block]
+        sims = np.maximum(emb[part] @ emb.T, 0.0).astype(np.float64)
+        out += weights[:, part] @ (sims**power)
     return out

@@ -195,7 +195,7 @@ def top_n_from_scores(
     return [row[keep] for row, keep in zip(order, kept, strict=True)]
 
 
-def _score_users(
+def rank_users(
     matrix: Matrix,
     users: Sequence[Any],
     score_rows: Callable[[np.ndarray], np.ndarray],
@@ -238,7 +238,7 @@ def cooc(history: DataFrame, ctx: EvalContext) -> DataFrame:
     def score_rows(rows: np.ndarray) -> np.ndarray:
         return (matrix.affinity[rows] @ similarity).toarray()
 
-    recs = _score_users(
+    recs = rank_users(
         matrix, list(ctx.users.user_id), score_rows, n=ctx.n, exclude_seen=ctx.exclude_seen, min_score=0.0
     )
     return to_spark(ctx.spark, recs)
@@ -334,7 +334,7 @@ def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
     def score_rows(rows: np.ndarray) -> np.ndarray:
         return user_f[rows] @ item_f.T
 
-    recs = _score_users(
+    recs = rank_users(
         matrix, list(ctx.users.user_id), score_rows, n=ctx.n, exclude_seen=ctx.exclude_seen,
         min_score=-math.inf,
     )

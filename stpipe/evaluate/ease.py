@@ -26,7 +26,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from stpipe.evaluate.baselines import Matrix, _score_users, matrix_before, to_spark
+from stpipe.evaluate.baselines import Matrix, matrix_before, rank_users, to_spark
 from stpipe.evaluate.context import EvalContext
 from stpipe.evaluate.metrics import ndcg_at
 from stpipe.evaluate.runner import ModelUnavailable
@@ -180,7 +180,7 @@ def ease(history: DataFrame, ctx: EvalContext) -> DataFrame:
             return np.asarray(scores)
         return blend(np.asarray(scores), matrix.affinity[rows].toarray(), chosen.weight)
 
-    recs = _score_users(
+    recs = rank_users(
         matrix, list(ctx.users.user_id), score_rows, n=ctx.n, exclude_seen=ctx.exclude_seen,
         min_score=-np.inf,
     )

@@ -11,6 +11,11 @@ history get their region's cold-start template (user_id ``*``).
 
 When the recommender or a stage it needs fails, the model raises :class:`ModelUnavailable` with
 the reason, and the evaluation reports it as unavailable (never a number).
+
+With an encoder tuned as of the cutoff (``evaluate.finetune``), ``prepare`` also returns the base
+encoder's vectors (``base_item_embeddings``) and says whether a tuning ran (``tuned``):
+`full_base_encoder` is `full` with the base vectors, `content_base` and `content_tuned` the text
+model alone (:mod:`stpipe.evaluate.content`). Without a tuning those two are unavailable.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from stpipe.evaluate.baselines import EvalContext, Model, to_spark
-from stpipe.evaluate.names import FULL_VARIANTS
+from stpipe.evaluate.content import content_model
+from stpipe.evaluate.names import FULL_COMPONENTS, FULL_VARIANTS
 from stpipe.evaluate.runner import ModelUnavailable
 from stpipe.recommend import RecommendOptions, recommend
 from stpipe.recommend.shared import SharedWork
@@ -33,8 +39,10 @@ log = logging.getLogger("stpipe.evaluate")
 
 COLD_TEMPLATE_USER = "*"
 
-# () -> the recommender's inputs (orders, items, item_embeddings, granger_stats) as of the cutoff
-Prepare = Callable[[], dict[str, DataFrame]]
+# () -> the recommender's inputs (orders, items, item_embeddings, granger_stats) as of the cutoff,
+# and optionally base_item_embeddings and tuned (see the module)
+Prepare = Callable[[], dict[str, Any]]
+RECOMMEND_INPUTS = ("orders", "items", "item_embeddings", "granger_stats")
 
 
 def lists_for_users(recs: pd.DataFrame, users: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -73,7 +81,23 @@ def models(
                 raise ModelUnavailable(state["error"]) from None
         return state["inputs"]
 
-    def make(name: str, components: frozenset[str]) -> Model:
+    def encoder_inputs(tuned_only: bool) -> dict[str, Any]:
+        data = inputs()
+        if tuned_only and not data.get("tuned"):
+            raise ModelUnavailable("no encoder tuned as of the cutoff (evaluate.finetune is off)")
+        return data
+
+    def vectors(key: str, tuned_only: bool) -> Callable[[], pd.DataFrame]:
+        def get() -> pd.DataFrame:
+            data = encoder_inputs(tuned_only)
+            frame = data.get(key, data["item_embeddings"])
+            if ("vectors", key) not in state:
+                state[("vectors", key)] = frame.select("item_id", "embedding").toPandas()
+            return state[("vectors", key)]
+
+        return get
+
+    def make(name: str, components: frozenset[str], embeddings: str = "item_embeddings") -> Model:
         def model(history: DataFrame, ctx: EvalContext) -> DataFrame:
             # `novel` asks the recommender for new items only (allow_repeat=False), which also
             # fits its fusion on new-item labels; `all` and the category level allow repeats.
@@ -86,10 +110,12 @@ def models(
                 wanted |= state.pop(key + ("users",))
                 del state[key]
             if key not in state:
-                data = inputs()
+                data = encoder_inputs(embeddings != "item_embeddings")
+                given = {k: data.get(k) for k in RECOMMEND_INPUTS}
+                given["item_embeddings"] = data.get(embeddings, data.get("item_embeddings"))
                 try:
                     recs = recommend(
-                        spark, **data, run_date=cutoff, components=components,
+                        spark, **given, run_date=cutoff, components=components,
                         k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
                         only_users=wanted, shared=shared,
                     )
@@ -106,7 +132,15 @@ def models(
         model.__name__ = name
         return model
 
-    return {name: make(name, comps) for name, comps in FULL_VARIANTS.items()}
+    out = {name: make(name, comps) for name, comps in FULL_VARIANTS.items()}
+    out["full_base_encoder"] = make("full_base_encoder", FULL_COMPONENTS, "base_item_embeddings")
+    out["content_base"] = content_model(
+        "content_base", vectors("base_item_embeddings", False), power=opts.bert_kernel_power
+    )
+    out["content_tuned"] = content_model(
+        "content_tuned", vectors("item_embeddings", True), power=opts.bert_kernel_power
+    )
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,4 +18,8 @@ FULL_VARIANTS: dict[str, frozenset[str]] = {
     "full_no_recent": FULL_COMPONENTS - {"recent"},
 }
 
-MODEL_ORDER = (*BASELINE_NAMES, *FULL_VARIANTS)
+# The encoder's worth: `full` with the base encoder's vectors, and the text model alone (the
+# item-to-item kernel of the user's history) with the base and the tuned encoder.
+ENCODER_MODELS = ("full_base_encoder", "content_base", "content_tuned")
+
+MODEL_ORDER = (*BASELINE_NAMES, *FULL_VARIANTS, *ENCODER_MODELS)

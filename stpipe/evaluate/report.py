@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -113,6 +114,40 @@ def plot_models(
     plt.close(fig)
 
 
+def encoder_lines(encoder: dict[str, Any], out: Path) -> list[str]:
+    """The report's section on the encoder tuned as of the cutoff, and its validation plot."""
+    curve = encoder.get("curve") or []
+    lines = ["", "## Encoder tuned as of the cutoff", ""]
+    if not curve:
+        return lines + [f"- not trained ({encoder.get('reason')}); `full` uses the base encoder"]
+    before, best = curve[0][1], max(v for _, v in curve)
+    version = encoder.get("version")
+    lines += [
+        f"- validation recall@10 (partner item among all items, pairs of the last days before the "
+        f"cutoff): base {before:.4f}, best {best:.4f} over {curve[-1][0]} steps",
+        f"- {'registered as version ' + str(version) + ': `full` and `content_tuned` use it' if version else 'not better than the base: not registered, `full` uses the base encoder'}",
+        f"- {'trained in this run' if encoder.get('trained') else 'an earlier training of this scratch warehouse reused'} ({encoder.get('reason')})",
+        "", "![encoder validation](encoder-validation.png)",
+    ]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps, values = zip(*curve, strict=True)
+    ax.plot(steps, values, marker="o", label="tuned")
+    ax.axhline(before, color="grey", linestyle="--", label="base encoder")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation recall@10")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "encoder-validation.png", dpi=110)
+    plt.close(fig)
+    return lines
+
+
 def write_report(
     metrics: pd.DataFrame,
     out_dir: str | Path,
@@ -125,8 +160,11 @@ def write_report(
     facts: dict[str, object],
     unavailable: dict[str, str],
     paired: pd.DataFrame | None = None,
+    encoder: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``report.md`` and its PNGs under ``out_dir``; return the Markdown path."""
+    """Write ``report.md`` and its PNGs under ``out_dir``; return the Markdown path. ``encoder``:
+    the tuning as of the cutoff (:func:`stpipe.stages.evaluate.encoder_summary`), drawn as
+    ``encoder-validation.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -142,6 +180,8 @@ def write_report(
         "",
     ]
     lines += [f"- {key}: {value}" for key, value in facts.items()]
+    if encoder is not None:
+        lines += encoder_lines(encoder, out)
     if unavailable:
         lines += ["", "## Models not evaluated", ""]
         lines += [f"- `{model}`: unavailable ({why})" for model, why in unavailable.items()]

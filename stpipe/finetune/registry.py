@@ -143,6 +143,13 @@ def latest_training(warehouse: str) -> Training | None:
     )
 
 
+def validation_curve(warehouse: str, run_id: str) -> list[tuple[int, float]]:
+    """(step, validation recall@10) of a training run, step 0 being the base encoder's."""
+    mlf = client(warehouse)
+    history = mlf.get_metric_history(run_id, "val_recall_at_10")
+    return sorted((int(m.step), float(m.value)) for m in history)
+
+
 def registered_versions(warehouse: str, name: str) -> list[tuple[int, dt.date]]:
     """(version, as-of date) of every registered version of ``name``, oldest first."""
     mlf = client(warehouse)

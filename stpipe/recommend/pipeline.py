@@ -198,7 +198,7 @@ def _signals(
 
     if shared is None:
         return features, catalog()
-    return features, shared.catalog(as_of, causal_date, with_cooc, catalog)
+    return features, shared.catalog(as_of, causal_date, with_cooc, catalog, embeddings=item_embeddings)
 
 
 def _score(
@@ -265,7 +265,8 @@ def train_fusion(
         rows = rows_of()
     else:
         sources = candidate_sources(components, opts.allow_repeat)
-        rows = shared.rows((as_of, run_date, opts.allow_repeat, sources), rows_of)
+        key = (shared.encoder(item_embeddings), as_of, run_date, opts.allow_repeat, sources)
+        rows = shared.rows(key, rows_of)
     features_on = tuple(f for f in FEATURES if f in components)
     x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
     y = rows["label"].to_numpy(dtype=float)

@@ -8,19 +8,25 @@ on which components are on, so a :class:`SharedWork` given to those calls comput
 the fusion's training rows depend on the candidate sources too, and are shared by the ablations
 that switch the same sources on (e.g. `full` and `full_no_repeat`).
 
-It is keyed by dates only: one instance must serve one set of inputs (orders, items,
-embeddings, Granger statistics) and one set of options; the evaluation makes one per cutoff.
+It is keyed by dates only: one instance must serve one set of inputs (orders, items, Granger
+statistics) and one set of options; the evaluation makes one per cutoff. The item embeddings may
+differ between calls (the evaluation's `full_base_encoder` against `full`): a catalogue is built
+once per date with the first call's embeddings, and a call with another embedding frame gets the
+same catalogue with its own vectors (read once per frame) and training rows of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Hashable, Mapping
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
 from stpipe.catalogue import Table
+from stpipe.errors import InputError
 from udfs.score import Catalog
 
 # The feature frames of one as-of date, by table (stpipe.features.build.features_as_of).
@@ -35,6 +41,9 @@ class SharedWork:
         self._features: dict[dt.date, FeatureFrames] = {}
         self._catalogs: dict[tuple[dt.date, dt.date, bool], Catalog] = {}
         self._rows: dict[Hashable, pd.DataFrame] = {}
+        self._built_with: dict[tuple[dt.date, dt.date, bool], DataFrame] = {}
+        self._encoders: list[DataFrame] = []  # embedding frames seen, by identity
+        self._vectors: dict[tuple[int, tuple[dt.date, dt.date, bool]], np.ndarray] = {}
 
     def features(self, as_of: dt.date, compute: Callable[[], FeatureFrames]) -> FeatureFrames:
         """The feature frames as of ``as_of``, cached in Spark (read by several calls)."""
@@ -43,15 +52,35 @@ class SharedWork:
         return self._features[as_of]
 
     def catalog(
-        self, as_of: dt.date, causal_date: dt.date, with_cooc: bool, compute: Callable[[], Catalog]
+        self, as_of: dt.date, causal_date: dt.date, with_cooc: bool, compute: Callable[[], Catalog],
+        embeddings: DataFrame | None = None,
     ) -> Catalog:
         """The catalogue of these dates; one built with the item x item matrix also serves a call
-        without it (a component that is off is neither scored nor a candidate source)."""
+        without it (a component that is off is neither scored nor a candidate source). With
+        ``embeddings`` (the frame ``compute`` reads), its vectors are the ones of that frame."""
         for key in ((as_of, causal_date, True), (as_of, causal_date, with_cooc)):
             if key in self._catalogs:
-                return self._catalogs[key]
-        catalog = self._catalogs[(as_of, causal_date, with_cooc)] = compute()
-        return catalog
+                break
+        else:
+            self._catalogs[key] = compute()
+            if embeddings is not None:
+                self._built_with[key] = embeddings
+        catalog = self._catalogs[key]
+        built_with = self._built_with.get(key)
+        if embeddings is None or built_with is None or built_with is embeddings:
+            return catalog
+        own = (self.encoder(embeddings), key)
+        if own not in self._vectors:
+            self._vectors[own] = aligned_vectors(embeddings, catalog)
+        return dataclasses.replace(catalog, embeddings=self._vectors[own])
+
+    def encoder(self, embeddings: DataFrame) -> int:
+        """A number for this embedding frame (by identity), for keys that depend on the vectors."""
+        for number, known in enumerate(self._encoders):
+            if known is embeddings:
+                return number
+        self._encoders.append(embeddings)
+        return len(self._encoders) - 1
 
     def rows(self, key: Hashable, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """The fusion's training rows under ``key`` (dates, variant, candidate sources): every
@@ -68,3 +97,19 @@ class SharedWork:
         self._features.clear()
         self._catalogs.clear()
         self._rows.clear()
+        self._built_with.clear()
+        self._encoders.clear()
+        self._vectors.clear()
+
+
+def aligned_vectors(embeddings: DataFrame, catalog: Catalog) -> np.ndarray:
+    """The vectors of ``embeddings`` (item_id, embedding) in the order of ``catalog.item_ids``."""
+    pdf = embeddings.select("item_id", "embedding").toPandas().drop_duplicates("item_id")
+    vectors = dict(zip(pdf["item_id"], pdf["embedding"], strict=True))
+    missing = [item for item in catalog.item_ids.tolist() if item not in vectors]
+    if missing:
+        raise InputError(
+            f"item_embeddings: {len(missing)} catalogue items have no vector in the other "
+            f"encoder's embeddings (first: {missing[0]!r})"
+        )
+    return np.stack([np.asarray(vectors[item], dtype=np.float32) for item in catalog.item_ids.tolist()])

@@ -5,8 +5,9 @@ Per cutoff it writes ``eval_metrics`` (with the paired rows of `full` against ea
 ``<evaluate.report_dir>/<source>-<cutoff>/report.md`` with PNG plots; with several cutoffs
 (``evaluate.cutoffs``) the source is ingested once and ``<source>-cutoffs.md`` summarises
 them. `full` and its
-ablations run the series, Granger and embed stages into a scratch warehouse holding only
-the orders before the cutoff (:func:`prepare_scratch`).
+ablations run the series, Granger, finetune (``evaluate.finetune``) and embed stages into a
+scratch warehouse holding only the orders before the cutoff (:func:`prepare_scratch`); the
+tuned encoder's validation curve is drawn into the cutoff's report.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from stpipe.recommend.shared import SharedWork
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext, run_stage
 from stpipe.stages.embed import EMBED
+from stpipe.stages.finetune import FINETUNE
 from stpipe.stages.granger import GRANGER
 from stpipe.stages.ingest import INGEST
 from stpipe.stages.series import SERIES
@@ -90,16 +92,37 @@ def _write_history(orders: DataFrame, items: DataFrame, cutoff: dt.date) -> Stag
 
 def prepare_scratch(
     spark: SparkSession, settings: Settings, orders: DataFrame, items: DataFrame, *,
-    cutoff: dt.date, scratch: str,
+    cutoff: dt.date, scratch: str, encoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the history into ``scratch``, run series, Granger and embed there, return the inputs."""
+    """Write the history into ``scratch``, run series, Granger, finetune (when
+    ``evaluate.finetune``) and embed there, return the inputs (see :mod:`stpipe.evaluate.full`).
+
+    The base encoder's vectors are read first (``base_item_embeddings``); ``encoder`` receives
+    what the tuning did (:func:`encoder_summary`)."""
     stage_settings = replace(settings, run_date=cutoff.isoformat(), **{"storage.warehouse": scratch})
+    if settings.evaluate.finetune:  # the base vectors first; the tuned ones replace them below
+        stage_settings = replace(stage_settings, **{"model.encoder": "base"})
     for stage in (_write_history(orders, items, cutoff), SERIES, GRANGER, EMBED):
         run_stage(spark, stage_settings, stage)
     read = Stage("evaluate_inputs", lambda ctx: StageResult(),
                  inputs=(ORDERS_CLEAN, ITEMS, ITEM_EMBEDDINGS, GRANGER_STATS))
     ctx = StageContext(spark, stage_settings, read)
+    out: dict[str, Any] = {"tuned": False}
+    if settings.evaluate.finetune:
+        base = ctx.read(ITEM_EMBEDDINGS).select("item_id", "embedding").toPandas()
+        out["base_item_embeddings"] = spark.createDataFrame(base, "item_id string, embedding array<float>")
+        tuned = replace(stage_settings, **{
+            "model.finetune.enabled": True, "model.encoder": "latest",
+            "model.finetune.threads": settings.evaluate.finetune_threads,
+        })
+        result = run_stage(spark, tuned, FINETUNE)
+        run_stage(spark, tuned, EMBED)  # the registered version, or the base when none beat it
+        out["tuned"] = True
+        if encoder is not None:
+            encoder.update(encoder_summary(scratch, result.details))
+        ctx = StageContext(spark, tuned, read)
     return dict(
+        out,
         orders=ctx.read(ORDERS_CLEAN),
         items=ctx.read(ITEMS),
         item_embeddings=ctx.read(ITEM_EMBEDDINGS),
@@ -107,9 +130,22 @@ def prepare_scratch(
     )
 
 
+def encoder_summary(scratch: str, details: dict[str, Any]) -> dict[str, Any]:
+    """The tuning's validation curve (step, recall@10), whether a version was registered, and
+    whether it trained now or reused an earlier training of this scratch warehouse."""
+    from stpipe.finetune import registry
+
+    last = registry.latest_training(scratch)
+    if last is None:  # too few pairs: nothing trained
+        return {"curve": [], "version": None, "trained": False, "reason": details.get("reason")}
+    return {"curve": registry.validation_curve(scratch, last.run_id), "version": last.version,
+            "trained": bool(details.get("trained")), "reason": details.get("reason"),
+            "as_of": last.as_of.isoformat()}
+
+
 def model_registry(
     spark: SparkSession, settings: Settings, names: list[str], *, orders: DataFrame, items: DataFrame,
-    cutoff: dt.date, work: SharedWork | None = None,
+    cutoff: dt.date, work: SharedWork | None = None, encoder: dict[str, Any] | None = None,
 ) -> dict[str, Model]:
     """Name -> model function; `full` and its ablations run the pipeline as of the cutoff
     (``work``: their features and catalogues, computed once for all of them)."""
@@ -118,7 +154,9 @@ def model_registry(
     scratch = scratch_path(settings, settings.ingest.source, cutoff)
     full = full_model.models(
         spark,
-        prepare=lambda: prepare_scratch(spark, settings, orders, items, cutoff=cutoff, scratch=scratch),
+        prepare=lambda: prepare_scratch(
+            spark, settings, orders, items, cutoff=cutoff, scratch=scratch, encoder=encoder
+        ),
         cutoff=cutoff, list_length=list_length,
         opts=RecommendOptions.from_settings(settings.recommend, settings.features), shared=work,
     )
@@ -188,9 +226,11 @@ def evaluate_cutoff(
     spark, settings = ctx.spark, ctx.settings
     ev, source = settings.evaluate, settings.ingest.source
     work = SharedWork()  # the recommender's features and catalogues as of this cutoff
+    encoder: dict[str, Any] = {}  # the tuning as of this cutoff, when `full` ran one
     try:
         registry = model_registry(
-            spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff, work=work
+            spark, settings, ev.models, orders=orders, items=items, cutoff=cutoff, work=work,
+            encoder=encoder,
         )
         result = evaluate_split(
             spark, orders, items.select("item_id", "category").toPandas(), registry,
@@ -213,7 +253,7 @@ def evaluate_cutoff(
         result.metrics, Path(ev.report_dir) / f"{source}-{cutoff.isoformat()}",
         source=source, cutoff=cutoff.isoformat(), horizon_days=ev.horizon_days, k=ev.k,
         model_order=list(MODEL_ORDER), facts=result.facts, unavailable=result.unavailable,
-        paired=result.paired,
+        paired=result.paired, encoder=encoder or None,
     )
     log.info("evaluate: report at %s", report)
     if ev.json:
