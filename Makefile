@@ -74,6 +74,9 @@ run: setup ## run the whole pipeline on the embedded default (SOURCE=olist INPUT
 nightly: setup ## the nightly pipeline through spark-submit for DATE (MASTER=spark://... for a cluster)
 	$(SPARK_SUBMIT) jobs/nightly.py $(JOB_ARGS) $(INGEST_ARGS)
 
+finetune: setup ## the finetune stage through spark-submit for DATE (MASTER=spark://... for a cluster; SET="key=value ...")
+	$(SPARK_SUBMIT) jobs/finetune.py $(JOB_ARGS) $(foreach kv,$(SET),--set $(kv))
+
 ingest: setup ## only the ingest-and-clean job
 	$(PYTHON) -m jobs.ingest $(JOB_ARGS) $(INGEST_ARGS)
 

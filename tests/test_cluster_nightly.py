@@ -1,4 +1,5 @@
-"""The nightly submitted with spark-submit to a real standalone cluster equals a local run.
+"""The nightly submitted with spark-submit to a real standalone cluster equals a local run; the
+finetune stage trains there through TorchDistributor in a barrier task on the worker.
 
 The cluster is started and stopped with scripts/cluster.sh (what `make cluster-up` runs)
 on free ports; the job goes through `make nightly` so it uses the Makefile's
@@ -9,6 +10,7 @@ and on one machine the unpacked archive would run the very same interpreter anyw
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -20,6 +22,7 @@ from helpers import NIGHTLY_DATE, nightly_settings, read_sorted
 
 from stpipe import catalogue
 from stpipe.config import load_settings, replace
+from stpipe.finetune import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DATE = NIGHTLY_DATE  # the session's shared nightly (conftest completed_nightly) is the local run
@@ -129,3 +132,20 @@ def test_nightly_on_a_standalone_cluster_equals_a_local_run(cluster, completed_n
         if name == catalogue.RUN_LOG.name:
             continue
         pd.testing.assert_frame_equal(_table(remote, name), _table(local, name), obj=name)
+
+    # The finetune stage on the cluster: a few steps on the orders the cluster nightly wrote; the
+    # training runs on the worker (TorchDistributor, local_mode off), its encoder is in MLflow.
+    tiny = ("model.finetune.enabled=true model.finetune.kinds=[order] model.finetune.batch_size=8 "
+            "model.finetune.max_steps=4 model.finetune.eval_every_steps=2 "
+            "model.finetune.validation_days=7 model.finetune.learning_rate=3e-4")
+    tuned = _make("finetune", f"MASTER={master}", "DEPLOY=venv", f"CONFIG={config}",
+                  f"WAREHOUSE={remote}", f"DATE={RUN_DATE}", f"SET={tiny}")
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    assert "Registering app stpipe-finetune" in next(logs.glob("*Master*.out")).read_text()
+    log = _table(remote, catalogue.RUN_LOG.name)
+    row = log[log.stage == "finetune"].sort_values("started").iloc[-1]
+    details = json.loads(row.message)
+    assert row.status == "ok" and details["trained"] is True, details
+    assert details["trained_on"] == "executor" and details["steps"] == 4
+    last = registry.latest_training(str(remote))
+    assert last is not None and str(last.as_of) == RUN_DATE

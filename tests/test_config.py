@@ -30,6 +30,9 @@ def test_override_any_key_with_yaml_typed_values():
     s = settings_from_args(args)
     assert s.granger.max_lag == 3
     assert s.features.windows_days == [1, 2]
+    # YAML 1.1 reads 3e-4 (no dot) as a string; a number field takes it as the number
+    tuned = settings_from_args(base_parser("t").parse_args(["--set", "model.finetune.learning_rate=3e-4"]))
+    assert tuned.model.finetune.learning_rate == 3e-4
     assert s.storage.warehouse == "/w"
     assert str(s.date) == "2024-02-03"
 
@@ -40,6 +43,7 @@ def test_override_any_key_with_yaml_typed_values():
         ("granger.max_lags=3", "granger.max_lags"),
         ("nosuchsection.x=1", "nosuchsection"),
         ("granger.max_lag=three", "granger.max_lag"),
+        ("recommend.fusion_l2=1e-x", "recommend.fusion_l2"),
         ("recommend.allow_repeat=7", "recommend.allow_repeat"),
         ("features.windows_days=[7, x]", "features.windows_days[1]"),
     ],

@@ -1,9 +1,12 @@
 """The training run through Spark's own distributed trainer, TorchDistributor.
 
-Local mode (the embedded default) starts one ``torchrun`` process on the driver that imports
-``udfs.finetune.train_from_files`` by name (cloudpickle pickles module-level functions by
-reference), reads the pairs and the catalogue from Parquet files, and returns its result
-dictionary. The process's stdout (the progress lines) is streamed to the driver's stdout.
+Local mode (a ``local[...]`` master, the embedded default) starts one ``torchrun`` process on
+the driver; on a cluster (standalone, YARN, Kubernetes) the process runs in a barrier task on an
+executor. Either imports ``udfs.finetune.train_from_files`` by name (cloudpickle pickles
+module-level functions by reference), reads the pairs and the catalogue from Parquet files
+(which must be visible there: the stage puts them under the warehouse on a cluster), and returns
+its result dictionary. In local mode the process's stdout (the progress lines) is streamed to
+the driver's stdout; on a cluster it goes to the executor's log.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def _code_on_path() -> Iterator[None]:
             os.environ["PYTHONPATH"] = old
 
 
+def local_mode(spark: SparkSession) -> bool:
+    """Whether the training runs on the driver (a ``local`` master) or on an executor."""
+    return spark.conf.get("spark.master", "local").startswith("local")
+
+
 def run_training(
     spark: SparkSession,
     *,
@@ -66,11 +74,11 @@ def run_training(
     params: dict[str, Any],
     use_gpu: bool,
 ) -> dict[str, Any]:
-    """Run :func:`udfs.finetune.train_from_files` with TorchDistributor (one process, local
-    mode) and return its result."""
+    """Run :func:`udfs.finetune.train_from_files` with TorchDistributor (one process; on the
+    driver or an executor, :func:`local_mode`) and return its result."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    distributor = TorchDistributor(num_processes=1, local_mode=True, use_gpu=use_gpu)
+    distributor = TorchDistributor(num_processes=1, local_mode=local_mode(spark), use_gpu=use_gpu)
     with _code_on_path():
         result = distributor.run(train_from_files, pairs_path, texts_path, model_dir, out_dir, params)
     if not isinstance(result, dict):

@@ -20,7 +20,7 @@ from stpipe.catalogue import ITEMS, ORDERS_CLEAN
 from stpipe.config import Settings
 from stpipe.finetune import registry
 from stpipe.finetune.pairs import mine_pairs, orders_fingerprint
-from stpipe.finetune.trainer import run_training, training_device
+from stpipe.finetune.trainer import local_mode, run_training, training_device
 from stpipe.recommend.signals import item_texts
 from stpipe.runlog import StageResult
 from stpipe.stages.base import Stage, StageContext
@@ -98,7 +98,12 @@ def run(ctx: StageContext) -> StageResult:
         "stpipe.data_fingerprint": orders_fingerprint(orders, as_of=ctx.run_date, timezone=timezone),
         "stpipe.base_digest": base, "stpipe.settings_digest": digest,
     }
-    with tempfile.TemporaryDirectory(prefix="stpipe-finetune-") as tmp:
+    on_driver = local_mode(ctx.spark)
+    shared = None  # on a cluster the executor reads the pairs and writes the folder: the warehouse
+    if not on_driver:
+        shared = registry.mlflow_root(warehouse) / "work"
+        shared.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stpipe-finetune-", dir=shared) as tmp:
         work = Path(tmp)
         pairs.to_parquet(work / "pairs.parquet", index=False)
         texts[["item_id", "text"]].to_parquet(work / "texts.parquet", index=False)
@@ -109,6 +114,7 @@ def run(ctx: StageContext) -> StageResult:
         )
         version = registry.log_training(warehouse, name=ft.registered_name, result=result, tags=tags)
     details = {"trained": True, "reason": reason, "version": version, "pairs": counts,
+               "trained_on": "driver" if on_driver else "executor",
                **{k: result[k] for k in ("before", "after", "steps", "seconds", "pairs_per_s", "device")}}
     return StageResult(rows_in=len(pairs), rows_out=0, details=details)
 
