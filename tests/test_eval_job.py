@@ -178,3 +178,38 @@ def test_rolling_cutoffs_lists_tables_outside_ndcg_and_old_eval_metrics(spark, w
                   & (metrics.metric == "ndcg") & (metrics.level == "item")].set_index("cutoff").value
     mean = (pop[dt.date(2024, 2, 3)] + pop[CUTOFF]) / 2
     assert f"| pop_global | {pop[dt.date(2024, 2, 3)]:.4f} ± " in summary and f"| {mean:.4f} |" in summary
+
+
+TINY_TUNING = {
+    "model.finetune.kinds": ["order"], "model.finetune.batch_size": 8, "model.finetune.max_steps": 4,
+    "model.finetune.eval_every_steps": 2, "model.finetune.validation_days": 7,
+    "model.finetune.learning_rate": 3e-4, "model.finetune.seed": 5,
+}
+
+
+def test_full_runs_with_an_encoder_tuned_as_of_the_cutoff(spark, warehouse, tmp_path):
+    from stpipe.finetune import registry
+
+    models = ["full", "full_base_encoder", "content_base", "content_tuned"]
+    settings = evaluate.evaluation_settings(_settings(
+        warehouse, str(tmp_path / "reports"), **{"evaluate.models": models, "evaluate.json": False,
+                                                 **TINY_TUNING},
+    ))
+    run_stage(spark, settings, evaluate.EVALUATE)
+    scratch = evaluate.scratch_path(settings, "synthetic", CUTOFF)
+    last = registry.latest_training(scratch)
+    assert last is not None and last.as_of == CUTOFF  # trained on the orders before the cutoff only
+    curve = registry.validation_curve(scratch, last.run_id)
+    assert [step for step, _ in curve] == [0, 2, 4]
+    labels = {r["model"] for r in tables.read(spark, scratch, catalogue.ITEM_EMBEDDINGS.name)
+              .select("model").distinct().collect()}
+    # embed used the registered version, or the base when the tuning did not beat it
+    assert labels == ({f"stpipe-encoder-v{last.version}"} if last.version else {"all-MiniLM-L6-v2"})
+    metrics = tables.read(spark, settings.storage.warehouse, catalogue.EVAL_METRICS.name).toPandas()
+    assert set(models) <= set(metrics.model)
+    paired = metrics[metrics.versus.notna()]
+    assert {"full_base_encoder", "content_base", "content_tuned"} <= set(paired.versus)
+    report = Path(tmp_path / "reports" / f"synthetic-{CUTOFF}")
+    text = (report / "report.md").read_text()
+    assert "## Encoder tuned as of the cutoff" in text and "| content_tuned |" in text
+    assert (report / "encoder-validation.png").stat().st_size > 1000

@@ -5,8 +5,8 @@ the driver; on a cluster (standalone, YARN, Kubernetes) the process runs in a ba
 executor. Either imports ``udfs.finetune.train_from_files`` by name (cloudpickle pickles
 module-level functions by reference), reads the pairs and the catalogue from Parquet files
 (which must be visible there: the stage puts them under the warehouse on a cluster), and returns
-its result dictionary. In local mode the process's stdout (the progress lines) is streamed to
-the driver's stdout; on a cluster it goes to the executor's log.
+its result dictionary. In local mode the process's output (the progress lines) is streamed to
+the driver's stderr; on a cluster it goes to the executor's log.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def run_training(
     from pyspark.ml.torch.distributor import TorchDistributor
 
     distributor = TorchDistributor(num_processes=1, local_mode=local_mode(spark), use_gpu=use_gpu)
-    with _code_on_path():
+    # the child's progress lines are log output: stderr, so that stdout stays the job's own
+    # (the evaluation's JSON lines)
+    with _code_on_path(), contextlib.redirect_stdout(sys.stderr):
         result = distributor.run(train_from_files, pairs_path, texts_path, model_dir, out_dir, params)
     if not isinstance(result, dict):
         raise RuntimeError("the TorchDistributor training returned no result; see its output above")
