@@ -72,7 +72,9 @@ def fit_conditional_logit(
     """Weights maximising sum_g sum_{i in g, y_i = 1} log softmax_g(x w)_i - l2/2 |w|^2.
 
     ``groups`` labels each row's group (a user); rows of one group must be contiguous. Groups
-    whose rows are all positive or all negative carry no information and are left out.
+    whose rows are all positive or all negative carry no information and are left out. Newton's
+    method with step halving: a full step that lowers the objective (far from the optimum, with
+    heavy-tailed features) is shortened until it does not, so the fit cannot run away.
     """
     starts = np.r_[0, np.nonzero(groups[1:] != groups[:-1])[0] + 1] if len(y) else np.zeros(0, int)
     sizes = np.diff(np.r_[starts, len(y)])
@@ -85,17 +87,30 @@ def fit_conditional_logit(
     w = np.zeros(x.shape[1])
     if not len(sizes):
         return w
-    for _ in range(max_iter):
+
+    def softmax(w: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective at ``w`` and each row's probability within its group."""
         s = x @ w
-        e = np.exp(s - np.repeat(np.maximum.reduceat(s, starts), sizes))
-        p = e / np.repeat(np.add.reduceat(e, starts), sizes)
+        top = np.maximum.reduceat(s, starts)
+        e = np.exp(s - np.repeat(top, sizes))
+        total = np.add.reduceat(e, starts)
+        value = float(y @ s - positives @ (np.log(total) + top) - l2 / 2 * (w @ w))
+        return value, e / np.repeat(total, sizes)
+
+    value, p = softmax(w)
+    for _ in range(max_iter):
         mean_x = np.add.reduceat(p[:, None] * x, starts)  # expected features per group
         grad = y @ x - positives @ mean_x - l2 * w
         weight = np.repeat(positives, sizes) * p
         hess = (x * weight[:, None]).T @ x - (mean_x * positives[:, None]).T @ mean_x + l2 * np.eye(len(w))
         hess[np.diag_indices_from(hess)] += 1e-12
         step = np.linalg.solve(hess, grad)
-        w += step
+        for _halving in range(50):
+            new_value, new_p = softmax(w + step)
+            if new_value >= value - 1e-12 * abs(value):
+                break
+            step = step / 2
+        w, value, p = w + step, new_value, new_p
         if np.max(np.abs(step)) < tol:
             break
     return w
