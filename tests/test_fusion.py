@@ -139,3 +139,33 @@ def test_the_intercept_is_found_when_offsets_are_large_and_purchases_rare():
     assert float(np.sum(1 / (1 + np.exp(-(b + offset))))) == pytest.approx(y.sum(), rel=1e-9)
     ref = minimize(lambda v: np.sum(np.logaddexp(0, v[0] + offset) - y * (v[0] + offset)), [0.0]).x[0]
     assert b == pytest.approx(ref, abs=1e-4)
+
+
+def test_listwise_fit_does_not_run_away_on_nearly_collinear_features():
+    # history-like columns: non-zero only on bought items, two of them nearly functions of each
+    # other; undamped Newton steps ran away here (weights of -190 / -240); the fit must reach the
+    # optimum an independent optimiser (scipy's BFGS on the same objective) finds
+    from stpipe.recommend.fusion import fit_conditional_logit
+
+    rng = np.random.default_rng(34)
+    groups = np.repeat(np.arange(24), 29)
+    n = len(groups)
+    bought = rng.random(n) < 0.15
+    h = np.where(bought, rng.random(n), 0.0)
+    x = np.stack([h, np.where(bought, h**2 + rng.standard_normal(n) * 1e-3, 0),
+                  np.where(bought, rng.uniform(0.8, 1, n), 0), rng.standard_normal(n)], axis=1)
+    y = (rng.random(n) < np.where(bought, 0.9, 0.03)).astype(float)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+
+    def minus_objective(w):
+        s = z @ w
+        ll = 0.0
+        for g in np.unique(groups):
+            rows = groups == g
+            if 0 < y[rows].sum() < rows.sum():
+                ll += y[rows] @ s[rows] - y[rows].sum() * np.log(np.exp(s[rows]).sum())
+        return -(ll - 0.5 * w @ w)
+
+    reference = minimize(minus_objective, np.zeros(4), method="BFGS", options={"gtol": 1e-9}).x
+    got = fit_conditional_logit(z, y, groups, l2=1.0)
+    np.testing.assert_allclose(got, reference, atol=1e-5)
