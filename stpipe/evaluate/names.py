@@ -23,3 +23,6 @@ FULL_VARIANTS: dict[str, frozenset[str]] = {
 ENCODER_MODELS = ("full_base_encoder", "content_base", "content_tuned")
 
 MODEL_ORDER = (*BASELINE_NAMES, *FULL_VARIANTS, *ENCODER_MODELS)
+
+# Paired comparisons besides `full` against every model: (model, versus).
+EXTRA_PAIRS = (("content_tuned", "content_base"),)

@@ -78,17 +78,19 @@ def paired_differences(
 
 
 def paired_markdown(paired: pd.DataFrame, *, k: int, metric: str = "ndcg", model_order: list[str]) -> str:
-    """A table per the rows of one (variant, level): reference vs each model on ``metric@k``."""
+    """A table per reference model in the rows of one (variant, level): the reference vs each
+    model on ``metric@k``."""
     at_k = paired[(paired.k == k) & (paired.metric == f"{metric}_diff")]
-    if at_k.empty:
-        return ""
-    reference = at_k.model.iloc[0]
-    lines = [f"| {reference} vs | users | {metric}@{k} diff ± SE | diff / SE | p-value | beats (diff >= 2 SE) |",
-             "|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(model_order)}
-    for r in sorted(at_k.itertuples(), key=lambda r: (order.get(r.versus, len(order)), r.versus)):
-        ratio = r.value / r.stderr if r.stderr and not math.isnan(r.stderr) and r.stderr > 0 else math.nan
-        beats = "yes" if not math.isnan(ratio) and ratio >= 2 else "no"
-        lines.append(f"| {r.versus} | {r.users} | {r.value:+.4f} ± {r.stderr:.4f} | {ratio:.1f} | "
-                     f"{r.p_value:.4f} | {beats} |")
-    return "\n".join(lines)
+    tables = []
+    for reference in sorted(set(at_k.model), key=lambda m: (order.get(m, len(order)), m)):
+        lines = [f"| {reference} vs | users | {metric}@{k} diff ± SE | diff / SE | p-value | beats (diff >= 2 SE) |",
+                 "|---|---|---|---|---|---|"]
+        rows = at_k[at_k.model == reference]
+        for r in sorted(rows.itertuples(), key=lambda r: (order.get(r.versus, len(order)), r.versus)):
+            ratio = r.value / r.stderr if r.stderr and not math.isnan(r.stderr) and r.stderr > 0 else math.nan
+            beats = "yes" if not math.isnan(ratio) and ratio >= 2 else "no"
+            lines.append(f"| {r.versus} | {r.users} | {r.value:+.4f} ± {r.stderr:.4f} | {ratio:.1f} | "
+                         f"{r.p_value:.4f} | {beats} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)

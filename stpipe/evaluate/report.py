@@ -246,8 +246,13 @@ def write_cutoffs_summary(
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_fmt(mean, math.nan)} |")
         if paired is None:
             continue
-        diffs = paired[(paired.level == "item") & (paired.variant == variant) & (paired.k == k)
-                       & (paired.metric == f"{metric}_diff")]
+        at_k = paired[(paired.level == "item") & (paired.variant == variant) & (paired.k == k)
+                      & (paired.metric == f"{metric}_diff")]
+        for (model, versus), rows in at_k[at_k.model != "full"].groupby(["model", "versus"], sort=True):
+            cells = [_paired_cell(rows.set_index("cutoff"), c) for c in cutoffs]
+            lines += ["", f"`{model}` minus `{versus}` ({metric}@{k}, paired): " + "; ".join(
+                f"{c} {cell}" for c, cell in zip(cutoffs, cells, strict=True))]
+        diffs = at_k[at_k.model == "full"]
         if diffs.empty:
             continue
         lines += ["", f"`full` minus each model ({metric}@{k}, paired: diff ± SE, p-value; "
@@ -255,14 +260,15 @@ def write_cutoffs_summary(
                   "| full vs | " + " | ".join(cutoffs) + " |", "|---|" + "---|" * len(cutoffs)]
         for model in [m for m in model_order if m in set(diffs.versus)]:
             rows = diffs[diffs.versus == model].set_index("cutoff")
-            cells = []
-            for c in cutoffs:
-                if c not in rows.index:
-                    cells.append("n/a")
-                    continue
-                r = rows.loc[c]
-                text = f"{r.value:+.4f} ± {r.stderr:.4f} (p {r.p_value:.3f})"
-                cells.append(f"**{text}**" if r.stderr > 0 and r.value >= 2 * r.stderr else text)
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | " + " | ".join(_paired_cell(rows, c) for c in cutoffs) + " |")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def _paired_cell(rows: pd.DataFrame, cutoff: str) -> str:
+    """diff ± SE (p), bold at 2 SE or more; n/a without that cutoff."""
+    if cutoff not in rows.index:
+        return "n/a"
+    r = rows.loc[cutoff]
+    text = f"{r.value:+.4f} ± {r.stderr:.4f} (p {r.p_value:.3f})"
+    return f"**{text}**" if r.stderr > 0 and r.value >= 2 * r.stderr else text

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from stpipe.evaluate import metrics as M
 from stpipe.evaluate.baselines import global_ranking
 from stpipe.evaluate.context import AlsGrid, EaseGrid, EvalContext, Model
+from stpipe.evaluate.names import EXTRA_PAIRS
 from stpipe.evaluate.paired import PAIRED_COLUMNS, paired_differences
 from stpipe.evaluate.split import drop_seen, temporal_split, to_interactions, truth_sets
 from stpipe.schema import require_columns
@@ -191,8 +192,13 @@ def evaluate_split(
     history.unpersist()
     per_user_rows = [f for f in per_user_rows if len(f)]
     per_user_all = pd.concat(per_user_rows, ignore_index=True) if per_user_rows else None
-    paired = (paired_differences(per_user_all, reference=reference, seed=seed) if per_user_all is not None
-              else pd.DataFrame(columns=PAIRED_COLUMNS))
+    paired = pd.DataFrame(columns=PAIRED_COLUMNS)
+    if per_user_all is not None:
+        parts = [paired_differences(per_user_all, reference=reference, seed=seed)]
+        for model, versus in EXTRA_PAIRS:  # e.g. the tuned text model against the base one
+            two = per_user_all[per_user_all.model.isin([model, versus])]
+            parts.append(paired_differences(two, reference=model, seed=seed))
+        paired = pd.concat([p for p in parts if len(p)] or [paired], ignore_index=True)
     truth_rows = [(v, "item", u, i) for v, (t, _) in variants.items() for u in sorted(t, key=str)
                   for i in sorted(t[u], key=str)]
     return EvaluationResult(
