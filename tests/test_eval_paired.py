@@ -67,3 +67,31 @@ def test_report_table_says_beats_only_at_two_standard_errors():
     text = paired_markdown(paired, k=10, model_order=["als", "ease"]).splitlines()
     assert text[2] == "| als | 700 | +0.0190 ± 0.0100 | 1.9 | 0.0600 | no |"
     assert text[3] == "| ease | 700 | +0.0300 ± 0.0100 | 3.0 | 0.0020 | yes |"
+
+
+def test_a_second_reference_gets_its_own_table_and_stays_out_of_full_s_summary(tmp_path):
+    from stpipe.evaluate.report import write_cutoffs_summary
+
+    columns = ["model", "versus", "variant", "level", "k", "metric", "value", "stderr", "users", "p_value"]
+    paired = pd.DataFrame(
+        [("full", "ease", "all", "item", 10, "ndcg_diff", 0.030, 0.010, 700, 0.002),
+         ("content_tuned", "content_base", "all", "item", 10, "ndcg_diff", 0.020, 0.005, 700, 0.001)],
+        columns=columns,
+    )
+    order = ["ease", "full", "content_base", "content_tuned"]
+    tables = paired_markdown(paired, k=10, model_order=order).split("\n\n")
+    assert tables[0].splitlines()[0].startswith("| full vs |")
+    assert tables[0].splitlines()[2] == "| ease | 700 | +0.0300 ± 0.0100 | 3.0 | 0.0020 | yes |"
+    assert tables[1].splitlines()[0].startswith("| content_tuned vs |")
+    assert tables[1].splitlines()[2] == "| content_base | 700 | +0.0200 ± 0.0050 | 4.0 | 0.0010 | yes |"
+
+    metrics = pd.DataFrame(
+        [(m, "all", "item", 10, "ndcg", 0.3, 0.01, 700) for m in order],
+        columns=["model", "variant", "level", "k", "metric", "value", "stderr", "users"],
+    )
+    out = write_cutoffs_summary({"2024-01-01": (metrics, paired)}, tmp_path / "s.md", source="s",
+                                horizon_days=28, k=10, model_order=order)
+    text = out.read_text()
+    assert "`content_tuned` minus `content_base` (ndcg@10, paired): 2024-01-01 **+0.0200 ± 0.0050 (p 0.001)**" in text
+    full_table = text.split("| full vs |")[1]
+    assert "| ease |" in full_table and "| content_base |" not in full_table
