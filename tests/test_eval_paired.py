@@ -75,7 +75,8 @@ def test_a_second_reference_gets_its_own_table_and_stays_out_of_full_s_summary(t
     columns = ["model", "versus", "variant", "level", "k", "metric", "value", "stderr", "users", "p_value"]
     paired = pd.DataFrame(
         [("full", "ease", "all", "item", 10, "ndcg_diff", 0.030, 0.010, 700, 0.002),
-         ("content_tuned", "content_base", "all", "item", 10, "ndcg_diff", 0.020, 0.005, 700, 0.001)],
+         ("content_tuned", "content_base", "all", "item", 10, "ndcg_diff", 0.020, 0.005, 700, 0.001),
+         ("full", "ease", "novel", "item", 10, "ndcg_diff", 0.010, 0.010, 600, 0.3)],
         columns=columns,
     )
     order = ["ease", "full", "content_base", "content_tuned"]
@@ -86,12 +87,15 @@ def test_a_second_reference_gets_its_own_table_and_stays_out_of_full_s_summary(t
     assert tables[1].splitlines()[2] == "| content_base | 700 | +0.0200 ± 0.0050 | 4.0 | 0.0010 | yes |"
 
     metrics = pd.DataFrame(
-        [(m, "all", "item", 10, "ndcg", 0.3, 0.01, 700) for m in order],
+        [(m, v, "item", 10, "ndcg", 0.3, 0.01, 700) for m in order for v in ("all", "novel")],
         columns=["model", "variant", "level", "k", "metric", "value", "stderr", "users"],
     )
     out = write_cutoffs_summary({"2024-01-01": (metrics, paired)}, tmp_path / "s.md", source="s",
                                 horizon_days=28, k=10, model_order=order)
     text = out.read_text()
     assert "`content_tuned` minus `content_base` (ndcg@10, paired): 2024-01-01 **+0.0200 ± 0.0050 (p 0.001)**" in text
-    full_table = text.split("| full vs |")[1]
+    full_table = text.split("| full vs |")[1].split("## Variant")[0]
     assert "| ease |" in full_table and "| content_base |" not in full_table
+    # both variants list every model (a variant's table once read the previous variant's pairs)
+    novel = text.split("## Variant `novel`")[1]
+    assert all(f"| {m} | 0.3000 ± 0.0100 |" in novel for m in order), novel

@@ -246,13 +246,13 @@ def write_cutoffs_summary(
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {_fmt(mean, math.nan)} |")
         if paired is None:
             continue
-        at_k = paired[(paired.level == "item") & (paired.variant == variant) & (paired.k == k)
-                      & (paired.metric == f"{metric}_diff")]
-        for (model, versus), rows in at_k[at_k.model != "full"].groupby(["model", "versus"], sort=True):
+        diffs_k = paired[(paired.level == "item") & (paired.variant == variant) & (paired.k == k)
+                         & (paired.metric == f"{metric}_diff")]
+        for (model, versus), rows in diffs_k[diffs_k.model != "full"].groupby(["model", "versus"], sort=True):
             cells = [_paired_cell(rows.set_index("cutoff"), c) for c in cutoffs]
             lines += ["", f"`{model}` minus `{versus}` ({metric}@{k}, paired): " + "; ".join(
                 f"{c} {cell}" for c, cell in zip(cutoffs, cells, strict=True))]
-        diffs = at_k[at_k.model == "full"]
+        diffs = diffs_k[diffs_k.model == "full"]
         if diffs.empty:
             continue
         lines += ["", f"`full` minus each model ({metric}@{k}, paired: diff ± SE, p-value; "
