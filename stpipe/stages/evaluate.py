@@ -111,15 +111,18 @@ def prepare_scratch(
     if settings.evaluate.finetune:
         base = ctx.read(ITEM_EMBEDDINGS).select("item_id", "embedding").toPandas()
         out["base_item_embeddings"] = spark.createDataFrame(base, "item_id string, embedding array<float>")
-        tuned = replace(stage_settings, **{
-            "model.finetune.enabled": True, "model.encoder": "latest",
-            "model.finetune.threads": settings.evaluate.finetune_threads,
+        tuning = replace(stage_settings, **{
+            "model.finetune.enabled": True, "model.finetune.threads": settings.evaluate.finetune_threads,
         })
-        result = run_stage(spark, tuned, FINETUNE)
-        run_stage(spark, tuned, EMBED)  # the registered version, or the base when none beat it
+        summary = encoder_summary(scratch, run_stage(spark, tuning, FINETUNE).details)
+        # embed with this training's version (an older one of the scratch warehouse, trained with
+        # other settings, never stands in), or the base when it did not beat the base
+        version = summary["version"]
+        tuned = replace(tuning, **{"model.encoder": str(version) if version else "base"})
+        run_stage(spark, tuned, EMBED)
         out["tuned"] = True
         if encoder is not None:
-            encoder.update(encoder_summary(scratch, result.details))
+            encoder.update(summary)
         ctx = StageContext(spark, tuned, read)
     return dict(
         out,
