@@ -25,9 +25,6 @@ CUTOFF_online_retail := 2011-06-01
 CUTOFF    ?= $(CUTOFF_$(SOURCE))
 HORIZON   ?= 28
 K         ?= 10
-# Test processes of `make test` (pytest-xdist; 0: one process). Tests that start from the
-# session's shared nightly stay on one worker (tests/conftest.py).
-TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP        := 127.0.0.1
 export PYSPARK_PYTHON        := $(abspath $(PYTHON))
@@ -87,8 +84,8 @@ forget: setup ## erase a person: make forget SOURCE=online_retail ID=17850 (or I
 	@test -n "$(ID)$(IDS_FILE)" || { echo "make forget: give ID=<raw user id> or IDS_FILE=<file>" >&2; exit 2; }
 	$(PYTHON) -m jobs.forget $(JOB_ARGS) --source $(SOURCE) $(if $(ID),--user '$(ID)') $(if $(IDS_FILE),--users-file $(IDS_FILE))
 
-test: setup ## the whole test suite, as CI runs it (everything but the gpu marker; TEST_WORKERS=0 for one process)
-	$(PYTHON) -m pytest -m "not gpu" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+test: setup ## the whole test suite, as CI runs it (everything but the gpu marker)
+	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
 	$(PYTHON) -m pytest -m "not slow and not notebooks and not cluster and not gpu" $(PYTEST_ARGS)

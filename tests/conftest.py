@@ -32,17 +32,6 @@ TEST_KEY = "stpipe-tests-pseudonym-key-0001"
 os.environ["STPIPE_PSEUDONYM_KEY"] = TEST_KEY
 
 
-# Fixtures made once per test process; under pytest-xdist (`make test`: -n 2 --dist loadgroup)
-# the tests that use them are kept on one worker, so that each is made once, not once per worker.
-SHARED_SESSION_FIXTURES = {"completed_nightly", "refreshed_nightly"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if SHARED_SESSION_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared_nightly"))
-
-
 def pseudonym_of(source: str, user_id: str) -> str:
     """HMAC-SHA256(key, source + US + id), first 32 hex digits (README: Privacy)."""
     message = f"{source}\x1f{user_id}".encode()
