@@ -24,7 +24,8 @@ def test_full_scores_only_evaluated_users_and_reuses_lists(spark, monkeypatch):
 
     monkeypatch.setattr(full, "recommend", fake_recommend)
     models = full.models(
-        spark, prepare=lambda: {"orders": None}, cutoff=CUTOFF, list_length=2, opts=RecommendOptions()
+        spark, prepare=lambda: full.Prepared(None, None, None, None), cutoff=CUTOFF, list_length=2,
+        opts=RecommendOptions(),
     )
     assert set(models) == {
         "full", "full_no_bert", "full_no_causal", "full_no_timespace", "full_no_cooc", "full_no_repeat",
@@ -77,16 +78,15 @@ def test_full_base_encoder_scores_with_the_base_vectors_and_needs_a_tuning(spark
     seen = {"u1": {"x"}}
     ctx = EvalContext(spark=spark, cutoff=CUTOFF, n=1, seen=seen,
                       users=pd.DataFrame({"user_id": ["u1"], "region": ["north"]}))
-    inputs = {"orders": None, "items": None, "item_embeddings": "tuned", "granger_stats": None}
-    untuned = full.models(spark, prepare=lambda: dict(inputs), cutoff=CUTOFF, list_length=1,
-                          opts=RecommendOptions())
+    untuned = full.models(spark, prepare=lambda: full.Prepared(None, None, "tuned", None),
+                          cutoff=CUTOFF, list_length=1, opts=RecommendOptions())
     with pytest.raises(ModelUnavailable, match="evaluate.finetune is off"):
         untuned["full_base_encoder"](None, ctx)
     with pytest.raises(ModelUnavailable, match="evaluate.finetune is off"):
         untuned["content_tuned"](None, ctx)
     tuned = full.models(
-        spark, prepare=lambda: dict(inputs, base_item_embeddings="base", tuned=True), cutoff=CUTOFF,
-        list_length=1, opts=RecommendOptions(),
+        spark, prepare=lambda: full.Prepared(None, None, "tuned", None, base_item_embeddings="base"),
+        cutoff=CUTOFF, list_length=1, opts=RecommendOptions(),
     )
     tuned["full"](None, ctx)
     tuned["full_base_encoder"](None, ctx)

@@ -12,10 +12,10 @@ history get their region's cold-start template (user_id ``*``).
 When the recommender or a stage it needs fails, the model raises :class:`ModelUnavailable` with
 the reason, and the evaluation reports it as unavailable (never a number).
 
-With an encoder tuned as of the cutoff (``evaluate.finetune``), ``prepare`` also returns the base
-encoder's vectors (``base_item_embeddings``) and says whether a tuning ran (``tuned``):
-`full_base_encoder` is `full` with the base vectors, `content_base` and `content_tuned` the text
-model alone (:mod:`stpipe.evaluate.content`). Without a tuning those two are unavailable.
+With an encoder tuned as of the cutoff (``evaluate.finetune``), :class:`Prepared` also holds the
+base encoder's vectors (``base_item_embeddings``): `full_base_encoder` is `full` with them,
+`content_base` and `content_tuned` the text model alone (:mod:`stpipe.evaluate.content`). Without a
+tuning `full_base_encoder` and `content_tuned` are unavailable.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -39,10 +40,35 @@ log = logging.getLogger("stpipe.evaluate")
 
 COLD_TEMPLATE_USER = "*"
 
-# () -> the recommender's inputs (orders, items, item_embeddings, granger_stats) as of the cutoff,
-# and optionally base_item_embeddings and tuned (see the module)
-Prepare = Callable[[], dict[str, Any]]
-RECOMMEND_INPUTS = ("orders", "items", "item_embeddings", "granger_stats")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The recommender's inputs as of the cutoff; ``item_embeddings`` from the encoder tuned as of
+    the cutoff when ``base_item_embeddings`` (the base encoder's) is given, else the base's."""
+
+    orders: DataFrame
+    items: DataFrame
+    item_embeddings: DataFrame
+    granger_stats: DataFrame | None
+    base_item_embeddings: DataFrame | None = None
+
+    @property
+    def tuned(self) -> bool:
+        return self.base_item_embeddings is not None
+
+    def vectors(self, base: bool) -> DataFrame:
+        """The base encoder's item vectors, or the ones `full` uses."""
+        return self.base_item_embeddings if base and self.tuned else self.item_embeddings
+
+    def recommend_inputs(self, base: bool = False) -> dict[str, Any]:
+        """:func:`stpipe.recommend.recommend`'s data arguments, with the base vectors if ``base``."""
+        return dict(orders=self.orders, items=self.items, item_embeddings=self.vectors(base),
+                    granger_stats=self.granger_stats)
+
+
+# () -> the inputs as of the cutoff (runs the stages; see the module)
+Prepare = Callable[[], Prepared]
 
 
 def lists_for_users(recs: pd.DataFrame, users: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -69,7 +95,7 @@ def models(
     when given, one ``shared`` (each date's features and catalogue computed once for all)."""
     state: dict[Any, Any] = {}
 
-    def inputs() -> dict[str, DataFrame]:
+    def inputs() -> Prepared:
         if "error" in state:
             raise ModelUnavailable(state["error"])
         if "inputs" not in state:
@@ -81,23 +107,22 @@ def models(
                 raise ModelUnavailable(state["error"]) from None
         return state["inputs"]
 
-    def encoder_inputs(tuned_only: bool) -> dict[str, Any]:
+    def encoder_inputs(needs_tuning: bool) -> Prepared:
         data = inputs()
-        if tuned_only and not data.get("tuned"):
+        if needs_tuning and not data.tuned:
             raise ModelUnavailable("no encoder tuned as of the cutoff (evaluate.finetune is off)")
         return data
 
-    def vectors(key: str, tuned_only: bool) -> Callable[[], pd.DataFrame]:
+    def vectors(base: bool) -> Callable[[], pd.DataFrame]:
         def get() -> pd.DataFrame:
-            data = encoder_inputs(tuned_only)
-            frame = data.get(key, data["item_embeddings"])
-            if ("vectors", key) not in state:
-                state[("vectors", key)] = frame.select("item_id", "embedding").toPandas()
-            return state[("vectors", key)]
+            frame = encoder_inputs(needs_tuning=not base).vectors(base)
+            if ("vectors", base) not in state:
+                state[("vectors", base)] = frame.select("item_id", "embedding").toPandas()
+            return state[("vectors", base)]
 
         return get
 
-    def make(name: str, components: frozenset[str], embeddings: str = "item_embeddings") -> Model:
+    def make(name: str, components: frozenset[str], base: bool = False) -> Model:
         def model(history: DataFrame, ctx: EvalContext) -> DataFrame:
             # `novel` asks the recommender for new items only (allow_repeat=False), which also
             # fits its fusion on new-item labels; `all` and the category level allow repeats.
@@ -110,12 +135,10 @@ def models(
                 wanted |= state.pop(key + ("users",))
                 del state[key]
             if key not in state:
-                data = encoder_inputs(embeddings != "item_embeddings")
-                given = {k: data.get(k) for k in RECOMMEND_INPUTS}
-                given["item_embeddings"] = data.get(embeddings, data.get("item_embeddings"))
+                data = encoder_inputs(needs_tuning=base)
                 try:
                     recs = recommend(
-                        spark, **given, run_date=cutoff, components=components,
+                        spark, **data.recommend_inputs(base), run_date=cutoff, components=components,
                         k=max(list_length, ctx.n), allow_repeat=not ctx.exclude_seen, opts=opts,
                         only_users=wanted, shared=shared,
                     )
@@ -133,13 +156,9 @@ def models(
         return model
 
     out = {name: make(name, comps) for name, comps in FULL_VARIANTS.items()}
-    out["full_base_encoder"] = make("full_base_encoder", FULL_COMPONENTS, "base_item_embeddings")
-    out["content_base"] = content_model(
-        "content_base", vectors("base_item_embeddings", False), power=opts.bert_kernel_power
-    )
-    out["content_tuned"] = content_model(
-        "content_tuned", vectors("item_embeddings", True), power=opts.bert_kernel_power
-    )
+    out["full_base_encoder"] = make("full_base_encoder", FULL_COMPONENTS, base=True)
+    out["content_base"] = content_model("content_base", vectors(base=True), power=opts.bert_kernel_power)
+    out["content_tuned"] = content_model("content_tuned", vectors(base=False), power=opts.bert_kernel_power)
     return out
 
 

@@ -93,7 +93,7 @@ def _write_history(orders: DataFrame, items: DataFrame, cutoff: dt.date) -> Stag
 def prepare_scratch(
     spark: SparkSession, settings: Settings, orders: DataFrame, items: DataFrame, *,
     cutoff: dt.date, scratch: str, encoder: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> full_model.Prepared:
     """Write the history into ``scratch``, run series, Granger, finetune (when
     ``evaluate.finetune``) and embed there, return the inputs (see :mod:`stpipe.evaluate.full`).
 
@@ -107,10 +107,10 @@ def prepare_scratch(
     read = Stage("evaluate_inputs", lambda ctx: StageResult(),
                  inputs=(ORDERS_CLEAN, ITEMS, ITEM_EMBEDDINGS, GRANGER_STATS))
     ctx = StageContext(spark, stage_settings, read)
-    out: dict[str, Any] = {"tuned": False}
+    base_vectors = None
     if settings.evaluate.finetune:
         base = ctx.read(ITEM_EMBEDDINGS).select("item_id", "embedding").toPandas()
-        out["base_item_embeddings"] = spark.createDataFrame(base, "item_id string, embedding array<float>")
+        base_vectors = spark.createDataFrame(base, "item_id string, embedding array<float>")
         tuning = replace(stage_settings, **{
             "model.finetune.enabled": True, "model.finetune.threads": settings.evaluate.finetune_threads,
         })
@@ -120,16 +120,15 @@ def prepare_scratch(
         version = summary["version"]
         tuned = replace(tuning, **{"model.encoder": str(version) if version else "base"})
         run_stage(spark, tuned, EMBED)
-        out["tuned"] = True
         if encoder is not None:
             encoder.update(summary)
         ctx = StageContext(spark, tuned, read)
-    return dict(
-        out,
+    return full_model.Prepared(
         orders=ctx.read(ORDERS_CLEAN),
         items=ctx.read(ITEMS),
         item_embeddings=ctx.read(ITEM_EMBEDDINGS),
         granger_stats=ctx.read(GRANGER_STATS).where(F.col("run_date") == F.lit(cutoff)),
+        base_item_embeddings=base_vectors,
     )
 
 
