@@ -125,3 +125,46 @@ def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spa
     for a, b in zip(alone, together, strict=True):
         assert a == b  # weights, row and positive counts, log-loss: the same fit
     assert alone[0].status == "fitted" and alone[0].weights != alone[1].weights
+
+
+class _Frame:
+    """Stands in for an item_embeddings DataFrame: select(...).toPandas() and identity."""
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.pdf = pd.DataFrame({"item_id": list(vectors), "embedding": list(vectors.values())})
+
+    def select(self, *_):
+        return self
+
+    def toPandas(self):  # noqa: N802 (Spark's name)
+        return self.pdf
+
+
+def test_a_second_encoder_gets_the_same_catalogue_with_its_own_vectors_and_rows():
+    import numpy as np
+    import pytest
+
+    from stpipe.errors import InputError
+    from tests.test_score import catalog as hand_catalog
+
+    work = SharedWork()
+    tuned = _Frame({})  # the catalogue's own vectors come from compute()
+    base = _Frame({"d": [0.0, 1.0], "c": [1.0, 0.0], "b": [0.6, 0.8], "a": [-1.0, 0.0]})
+    built = []
+
+    def compute():
+        built.append(1)
+        return hand_catalog()
+
+    first = work.catalog(AS_OF, RUN_DATE, True, compute, embeddings=tuned)
+    other = work.catalog(AS_OF, RUN_DATE, True, compute, embeddings=base)
+    assert built == [1]  # one catalogue (popularity, EASE, ...) for both encoders
+    np.testing.assert_allclose(other.embeddings, [[-1, 0], [0.6, 0.8], [1, 0], [0, 1]], rtol=1e-6)  # a b c d
+    np.testing.assert_array_equal(first.embeddings, hand_catalog().embeddings)
+    assert other.cooc is first.cooc and list(other.item_ids) == list(first.item_ids)
+    assert work.catalog(AS_OF, RUN_DATE, True, compute, embeddings=tuned) is first
+    assert work.encoder(tuned) != work.encoder(base)  # the fusion's rows are keyed by encoder
+    work.catalog(RUN_DATE, RUN_DATE, True, compute, embeddings=tuned)
+    short = _Frame({"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 0.0]})  # no d
+    with pytest.raises(InputError, match="1 catalogue items have no vector"):
+        work.catalog(RUN_DATE, RUN_DATE, True, compute, embeddings=short)

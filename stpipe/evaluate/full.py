@@ -41,7 +41,6 @@ log = logging.getLogger("stpipe.evaluate")
 COLD_TEMPLATE_USER = "*"
 
 
-
 @dataclass(frozen=True)
 class Prepared:
     """The recommender's inputs as of the cutoff; ``item_embeddings`` from the encoder tuned as of
