@@ -10,7 +10,10 @@ near items of either (:func:`kernel_scores`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 
@@ -55,3 +58,18 @@ def kernel_scores(weights: sp.spmatrix, emb: np.ndarray, power: int, block: int 
         sims = np.maximum(emb[part] @ emb.T, 0.0).astype(np.float64)
         out += weights[:, part] @ (sims**power)
     return out
+
+
+def vectors_in_order(vectors: pd.DataFrame, items: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The rows of ``vectors`` (item_id, embedding) in the order of ``items``, float32, zeros for an
+    item without a vector; and the ids of those items."""
+    by_item = dict(zip(vectors["item_id"], vectors["embedding"], strict=True))
+    dim = len(next(iter(by_item.values()))) if by_item else 1
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    missing = []
+    for row, item in enumerate(items):
+        if item in by_item:
+            out[row] = np.asarray(by_item[item], dtype=np.float32)
+        else:
+            missing.append(item)
+    return out, missing

@@ -16,7 +16,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 
 from stpipe.evaluate.baselines import EvalContext, Model, matrix_before, rank_users, to_spark
-from udfs.vectors import kernel_scores
+from udfs.vectors import kernel_scores, vectors_in_order
 
 # () -> the encoder's item vectors (item_id, embedding); raises ModelUnavailable when it has none
 Vectors = Callable[[], pd.DataFrame]
@@ -24,13 +24,7 @@ Vectors = Callable[[], pd.DataFrame]
 
 def aligned(vectors: pd.DataFrame, items: np.ndarray) -> np.ndarray:
     """(items, d) float32 in the order of ``items``; zeros for an item without a vector."""
-    by_item = dict(zip(vectors["item_id"], vectors["embedding"], strict=True))
-    dim = len(next(iter(by_item.values()))) if by_item else 1
-    out = np.zeros((len(items), dim), dtype=np.float32)
-    for row, item in enumerate(items.tolist()):
-        if item in by_item:
-            out[row] = np.asarray(by_item[item], dtype=np.float32)
-    return out
+    return vectors_in_order(vectors, items.tolist())[0]
 
 
 def content_model(name: str, vectors: Vectors, *, power: int) -> Model:

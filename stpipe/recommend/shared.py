@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame
 from stpipe.catalogue import Table
 from stpipe.errors import InputError
 from udfs.score import Catalog
+from udfs.vectors import vectors_in_order
 
 # The feature frames of one as-of date, by table (stpipe.features.build.features_as_of).
 FeatureFrames = Mapping[Table, DataFrame]
@@ -105,11 +106,10 @@ class SharedWork:
 def aligned_vectors(embeddings: DataFrame, catalog: Catalog) -> np.ndarray:
     """The vectors of ``embeddings`` (item_id, embedding) in the order of ``catalog.item_ids``."""
     pdf = embeddings.select("item_id", "embedding").toPandas().drop_duplicates("item_id")
-    vectors = dict(zip(pdf["item_id"], pdf["embedding"], strict=True))
-    missing = [item for item in catalog.item_ids.tolist() if item not in vectors]
+    vectors, missing = vectors_in_order(pdf, catalog.item_ids.tolist())
     if missing:
         raise InputError(
             f"item_embeddings: {len(missing)} catalogue items have no vector in the other "
             f"encoder's embeddings (first: {missing[0]!r})"
         )
-    return np.stack([np.asarray(vectors[item], dtype=np.float32) for item in catalog.item_ids.tolist()])
+    return vectors
