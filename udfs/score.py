@@ -160,10 +160,9 @@ def _empty_result() -> pd.DataFrame:
 
 def _candidate_flags(
     chunk: Chunk, catalog: Catalog, p: ScoreParams, led: np.ndarray, cooc: np.ndarray,
-    kernel: np.ndarray | None,
+    kernel: np.ndarray | None, on: frozenset[int],
 ) -> np.ndarray:
-    """Bit flags per user x item: which enabled candidate sources propose the item."""
-    on = candidate_sources(p.components if p.sources_of is None else p.sources_of, p.allow_repeat)
+    """Bit flags per user x item: which candidate sources of ``on`` propose the item."""
     sources = [
         (POPULAR, lambda: popular_candidates(chunk, catalog, p.candidates_popular)),
         (NEIGHBOUR, lambda: neighbour_candidates(chunk, catalog, p.candidates_neighbours, p.recent_items, kernel)),
@@ -185,9 +184,13 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
     shares = category_shares(chunk, catalog)
     led = led_categories(shares, catalog)
     cooc, cooc_source = cooc_scores(chunk.hist_idx, chunk.history, catalog.cooc)
-    kernel = bert_kernel(chunk, catalog, p.bert_kernel_power) if p.bert_kernel_power > 0 else None
+    sources = candidate_sources(p.components if p.sources_of is None else p.sources_of, p.allow_repeat)
+    kernel = None  # only when a score or the neighbour candidates read it (not for an ablation without)
+    if p.bert_kernel_power > 0 and ("bert" in p.components or NEIGHBOUR in sources):
+        kernel = bert_kernel(chunk, catalog, p.bert_kernel_power)
     features = {
-        "bert": bert_similarity(chunk, catalog) if kernel is None else kernel,
+        # a component that is off is never read (_select): None then
+        "bert": kernel if p.bert_kernel_power > 0 else bert_similarity(chunk, catalog),
         "time": time_scores(chunk, catalog),
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
@@ -199,7 +202,7 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
         "rebuy": rebuy_scores(chunk, catalog),  # non-zero only on bought items, like repeat
         "cooc": cooc,
     }
-    flags = _candidate_flags(chunk, catalog, p, led, cooc, kernel)
+    flags = _candidate_flags(chunk, catalog, p, led, cooc, kernel, sources)
     allowed = np.ones(chunk.shape, dtype=bool) if p.allow_repeat else ~chunk.bought
     flags[~allowed] = 0
     flags[filler_candidates(flags > 0, allowed, catalog, p.k)] |= FILLER
