@@ -161,3 +161,14 @@ def test_unknown_encoder_is_a_config_error():
 
     with pytest.raises(ConfigError, match="model.encoder"):
         replace(Settings(), **{"model.encoder": "newest"})
+
+
+def test_the_trainers_defaults_are_the_stages_defaults():
+    # udfs cannot import the settings (data flows one way), so the trainer repeats their defaults
+    # for direct callers (tests, bench); the stage passes every value from model.finetune
+    from stpipe.finetune.settings import FinetuneSettings
+
+    trainer, stage = TrainParams(), FinetuneSettings()
+    shared = [f for f in vars(trainer) if hasattr(stage, f)]
+    assert len(shared) >= 12
+    assert {f: getattr(trainer, f) for f in shared} == {f: getattr(stage, f) for f in shared}
