@@ -189,8 +189,10 @@ class RecommendSettings:
     k: int = 10
     # May items the user bought before be recommended (wholesale: yes; marketplace: no)?
     allow_repeat: bool = True
-    # Half-life of a purchase's weight in the user's embedding and history score.
-    recency_half_life_days: float = 30.0
+    # Half-life of a purchase's weight in the user's embedding and history score. 60 was chosen on
+    # the validation cutoff 2011-03-09 of Online Retail (before every evaluation cutoff): `all`
+    # NDCG@10 +0.0048 ± 0.0017 paired against 30, `novel` unchanged; 120 +0.0045 ± 0.0021.
+    recency_half_life_days: float = 60.0
     # The recent component: the user's own items weighted with this shorter half-life.
     recent_half_life_days: float = 14.0
     # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.

@@ -13,7 +13,7 @@ from stpipe import catalogue, tables
 from stpipe.catalogue import RECOMMENDATIONS
 from stpipe.config import Settings, replace
 from stpipe.errors import InputError
-from stpipe.recommend import recommend
+from stpipe.recommend import RecommendOptions, recommend
 from stpipe.schema import ORDERS_CLEAN
 from udfs.score import USER_COLUMNS, Catalog, ScoreParams, score_users
 
@@ -218,6 +218,7 @@ def test_no_repeat_and_causal_leads(spark, tiny_warehouse):
     recs = recommend(
         spark, orders=read(catalogue.ORDERS_CLEAN.name), items=read(catalogue.ITEMS.name), item_embeddings=read(catalogue.ITEM_EMBEDDINGS.name),
         granger_stats=granger, run_date=RUN_DATE, k=4, allow_repeat=False, weights=ONES,
+        opts=RecommendOptions(recency_half_life_days=30.0),  # the half-life the check below uses
     ).toPandas()
     history = pd.DataFrame(tiny_orders(), columns=ORDERS_CLEAN.fieldNames())
     history = history[history["ts"] < pd.Timestamp(RUN_DATE)]
