@@ -188,9 +188,11 @@ def _score_chunk(users: pd.DataFrame, catalog: Catalog, p: ScoreParams) -> pd.Da
     kernel = None  # only when a score or the neighbour candidates read it (not for an ablation without)
     if p.bert_kernel_power > 0 and ("bert" in p.components or NEIGHBOUR in sources):
         kernel = bert_kernel(chunk, catalog, p.bert_kernel_power)
+    bert = None  # a component that is off is never read (_select)
+    if "bert" in p.components:
+        bert = kernel if p.bert_kernel_power > 0 else bert_similarity(chunk, catalog)
     features = {
-        # a component that is off is never read (_select): None then
-        "bert": kernel if p.bert_kernel_power > 0 else bert_similarity(chunk, catalog),
+        "bert": bert,
         "time": time_scores(chunk, catalog),
         "space": space_scores(chunk, catalog),
         "causal": causal_scores(led, chunk, catalog),
