@@ -24,6 +24,11 @@ CUTOFF_olist         := 2018-08-01
 CUTOFF_online_retail := 2011-06-01
 CUTOFF    ?= $(CUTOFF_$(SOURCE))
 HORIZON   ?= 28
+# pytest-xdist workers for make test: most tests wait on Spark's scheduling and JVM start-up more
+# than they compute, so two workers overlap that on 2 cores; whole modules each, so that a module's
+# fixtures are built once (0: every test in this process).
+TEST_WORKERS ?= 2
+XDIST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 K         ?= 10
 
 export SPARK_LOCAL_IP        := 127.0.0.1
@@ -84,11 +89,11 @@ forget: setup ## erase a person: make forget SOURCE=online_retail ID=17850 (or I
 	@test -n "$(ID)$(IDS_FILE)" || { echo "make forget: give ID=<raw user id> or IDS_FILE=<file>" >&2; exit 2; }
 	$(PYTHON) -m jobs.forget $(JOB_ARGS) --source $(SOURCE) $(if $(ID),--user '$(ID)') $(if $(IDS_FILE),--users-file $(IDS_FILE))
 
-test: setup ## the whole test suite, as CI runs it (everything but the gpu marker)
-	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
+test: setup ## the whole test suite, as CI runs it (everything but the gpu marker; TEST_WORKERS=0: one process)
+	$(PYTHON) -m pytest -m "not gpu" $(XDIST_ARGS) $(PYTEST_ARGS)
 
 test-fast: setup ## the quick tests only (no slow, notebooks or cluster markers)
-	$(PYTHON) -m pytest -m "not slow and not notebooks and not cluster and not gpu" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not slow and not notebooks and not cluster and not gpu" $(XDIST_ARGS) $(PYTEST_ARGS)
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check stpipe jobs udfs tests bench
