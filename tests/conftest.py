@@ -40,23 +40,6 @@ def pseudonym_of(source: str, user_id: str) -> str:
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is absent")
 
-# `make test` runs two pytest-xdist workers, each taking whole modules (--dist loadfile) in
-# collection order. These modules take the longest (seconds in one serial CI run: 272, 161, 158,
-# 110, 105, 83, 77, 76, 66, 60, 57); started first, they leave the short ones to fill in at the end
-# instead of one worker finishing a long module alone (longest processing time first).
-LONGEST_FIRST = (
-    "test_cluster_nightly.py", "test_eval_job.py", "test_kill_nightly.py",
-    "test_concurrent_nightly.py", "test_incremental.py", "test_shared_work.py", "test_nightly.py",
-    "test_notebooks.py", "test_adapters_real.py", "test_warehouse_rules.py",
-    "test_feature_layer.py",
-)
-
-
-def pytest_collection_modifyitems(items) -> None:
-    """The modules of :data:`LONGEST_FIRST` first, in that order; the rest keep theirs."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 @pytest.fixture(scope="session")
 def spark():
