@@ -24,12 +24,12 @@ CUTOFF_olist         := 2018-08-01
 CUTOFF_online_retail := 2011-06-01
 CUTOFF    ?= $(CUTOFF_$(SOURCE))
 HORIZON   ?= 28
-# pytest-xdist workers for make test: most tests wait on Spark's scheduling and JVM start-up more
-# than they compute, so two workers overlap that on 2 cores; whole modules each, so that a module's
-# fixtures are built once (0: every test in this process).
+K         ?= 10
+# pytest-xdist workers for make test and test-fast, whole modules each in collection order, so a
+# module's fixtures are built once per worker (README: Development; 23 vs 29 min for the suite on
+# 2 cores). 0: every test in this process.
 TEST_WORKERS ?= 2
 XDIST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
-K         ?= 10
 
 export SPARK_LOCAL_IP        := 127.0.0.1
 export PYSPARK_PYTHON        := $(abspath $(PYTHON))
