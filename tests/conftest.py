@@ -101,6 +101,32 @@ class CompletedNightly:
         return str(target)
 
 
+def _once_per_run(tmp_path_factory, name: str, build) -> CompletedNightly:
+    """``build(folder)`` run once per test run, not once per pytest-xdist worker.
+
+    Under xdist the first worker to ask builds the warehouse in the run's shared temporary
+    folder (the parent of every worker's own) and pickles what it returned beside it; the others
+    wait on a file lock and load that. The suite is CPU-bound on 2 cores, so a nightly built
+    twice costs a nightly's time. In one process it is simply built.
+    """
+    import pickle
+
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name) / "warehouse")
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    done = shared / "completed.pickle"
+    with FileLock(str(shared) + ".lock"):
+        if not done.is_file():
+            if shared.exists():  # a worker that failed while building it: start again
+                shutil.rmtree(shared)
+            shared.mkdir()
+            built = build(shared / "warehouse")
+            done.write_bytes(pickle.dumps(built))
+        return pickle.loads(done.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
     """One whole nightly (about a minute of fixed Spark cost) shared by the tests that start
@@ -109,9 +135,11 @@ def completed_nightly(spark, tmp_path_factory) -> CompletedNightly:
 
     from stpipe.stages import run_nightly
 
-    folder = tmp_path_factory.mktemp("nightly-template") / "warehouse"
-    result = run_nightly(spark, nightly_settings(folder))
-    done = CompletedNightly(folder, result, tree_stamp(folder))
+    def build(folder: Path) -> CompletedNightly:
+        result = run_nightly(spark, nightly_settings(folder))
+        return CompletedNightly(folder, result, tree_stamp(folder))
+
+    done = _once_per_run(tmp_path_factory, "nightly-template", build)
     yield done
     done.check_untouched()
 
@@ -126,10 +154,13 @@ def refreshed_nightly(spark, completed_nightly, tmp_path_factory) -> CompletedNi
 
     from stpipe.stages import run_nightly
 
-    folder = Path(completed_nightly.copy_to(tmp_path_factory.mktemp("refreshed") / "warehouse"))
-    overrides = {"ingest.seed": REFRESHED_SEED, "ingest.incremental": False}
-    result = run_nightly(spark, nightly_settings(folder, **overrides))
-    done = CompletedNightly(folder, result, tree_stamp(folder))
+    def build(folder: Path) -> CompletedNightly:
+        completed_nightly.copy_to(folder)
+        overrides = {"ingest.seed": REFRESHED_SEED, "ingest.incremental": False}
+        result = run_nightly(spark, nightly_settings(folder, **overrides))
+        return CompletedNightly(folder, result, tree_stamp(folder))
+
+    done = _once_per_run(tmp_path_factory, "refreshed", build)
     yield done
     done.check_untouched()
 
