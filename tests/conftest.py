@@ -63,7 +63,6 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-
 @pytest.fixture(scope="session")
 def spark():
     from stpipe.config import SparkSettings
