@@ -25,9 +25,9 @@ CUTOFF_online_retail := 2011-06-01
 CUTOFF    ?= $(CUTOFF_$(SOURCE))
 HORIZON   ?= 28
 K         ?= 10
-# pytest-xdist workers for make test and test-fast, whole modules each, so a module's fixtures
-# are built once per worker, in collection order (the longest modules first: tests/conftest.py
-# LONGEST_FIRST; README: Development). 0: every test in this process.
+# pytest-xdist workers for make test and test-fast. Each takes whole modules (so a module's
+# fixtures are built once per worker) in collection order, which puts the longest modules first
+# (tests/conftest.py LONGEST_FIRST; README: Development). 0: every test in this process.
 TEST_WORKERS ?= 2
 XDIST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 

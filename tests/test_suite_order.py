@@ -1,11 +1,9 @@
 """conftest.LONGEST_FIRST names modules that exist (a renamed module would silently drop out)."""
 
-from pathlib import Path
-
-from conftest import LONGEST_FIRST
+from conftest import LONGEST_FIRST, ROOT
 
 
 def test_the_longest_modules_first_exist():
-    here = Path(__file__).parent
     assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
-    assert [name for name in LONGEST_FIRST if not (here / name).is_file()] == []
+    missing = [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert missing == [], f"conftest.LONGEST_FIRST names no such test module: {missing}"
