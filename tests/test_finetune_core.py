@@ -16,6 +16,7 @@ from udfs.finetune import (
     symmetric_mnrl,
     train,
 )
+from udfs.hard_negatives import HardNegatives
 
 COLOURS = ["red", "blue", "green", "white", "black"]
 OBJECTS = ["mug", "candle", "lantern", "bag", "frame", "clock"]
@@ -75,6 +76,61 @@ def test_duplicates_in_a_batch_are_masked():
     want = (log_softmax_ce(sf) + log_softmax_ce(sb)) / 2
     got = symmetric_mnrl(emb_a, emb_b, scale=20.0, ids_a=a, ids_b=b)
     assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_hard_negative_loss_matches_sentence_transformers_mnrl_both_ways():
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    a, b, na, nb = unit(5, 16, 11), unit(5, 16, 12), unit(5, 16, 13), unit(5, 16, 14)
+    none = torch.zeros((5, 5), dtype=torch.bool)
+    ours = symmetric_mnrl(a, b, scale=20.0, ids_a=torch.arange(5), ids_b=torch.arange(5, 10),
+                          neg_a=na, neg_b=nb, neg_mask_a=none, neg_mask_b=none)
+    # sentence-transformers' (anchor, positive, negative) loss: each anchor against every
+    # positive and every negative of the batch; ours is that a->b and b->a, averaged
+    reference = MultipleNegativesRankingLoss(torch.nn.Identity(), scale=20.0)
+    forward = reference.compute_loss_from_embeddings([a, b, na], labels=None)
+    backward = reference.compute_loss_from_embeddings([b, a, nb], labels=None)
+    assert float(ours) == pytest.approx((float(forward) + float(backward)) / 2, rel=1e-6)
+
+
+def test_masked_hard_negatives_by_hand():
+    a, b, na, nb = unit(3, 8, 21), unit(3, 8, 22), unit(3, 8, 23), unit(3, 8, 24)
+    mask_a = torch.tensor([[True, False, False], [False, False, False], [False, True, True]])
+    mask_b = torch.tensor([[False, False, True], [False, False, False], [False, False, False]])
+    got = symmetric_mnrl(a, b, scale=10.0, neg_a=na, neg_b=nb, neg_mask_a=mask_a, neg_mask_b=mask_b)
+    d = lambda x, y: 10.0 * x.double().numpy() @ y.double().numpy().T  # noqa: E731
+    sf = np.hstack([d(a, b), np.where(mask_a.numpy(), -np.inf, d(a, na))])
+    sb = np.hstack([d(b, a), np.where(mask_b.numpy(), -np.inf, d(b, nb))])
+    ce = lambda s: float(np.mean([np.log(np.exp(r).sum()) - r[i] for i, r in enumerate(s)]))  # noqa: E731
+    assert float(got) == pytest.approx((ce(sf) + ce(sb)) / 2, rel=1e-5)
+
+
+def test_hard_negatives_are_near_non_partners():
+    # items on a line: item i's vector is at angle i * 5 degrees, so nearest = closest number
+    angles = np.radians(np.arange(10) * 5.0)
+    vectors = torch.tensor(np.c_[np.cos(angles), np.sin(angles)], dtype=torch.float32)
+    mined = HardNegatives(np.array([[4, 5], [4, 3], [0, 9]]), pool=2, seed=1)
+    mined.refresh(vectors)
+    drawn = [int(mined.draw(np.array([4]))[0]) for _ in range(40)]
+    assert set(drawn) == {2, 6}  # 4's two nearest items that are neither 4 nor its partners 3, 5
+    assert mined.mask(np.array([4, 0]), np.array([5, 6, 9])).tolist() == [
+        [True, False, False], [False, False, True]]
+    # the same seed draws the same negatives
+    again = HardNegatives(np.array([[4, 5], [4, 3], [0, 9]]), pool=2, seed=1)
+    again.refresh(vectors)
+    assert [int(again.draw(np.array([4]))[0]) for _ in range(40)] == drawn
+    # every other item a partner: the item itself, which the mask removes
+    whole = HardNegatives(np.array([[0, 1], [0, 2]]), pool=3, seed=0)
+    whole.refresh(vectors[:3])
+    assert whole.draw(np.array([0])).tolist() == [0] and whole.mask(np.array([0]), np.array([0])).all()
+
+
+def test_training_with_hard_negatives_is_deterministic_and_differs(trained, tmp_path):
+    hard = TrainParams(**{**FAST.__dict__, "hard_negatives": True, "hard_negative_pool": 5})
+    one = train(None, tmp_path / "one", TEXTS, TRAIN, VALID, hard)
+    two = train(None, tmp_path / "two", TEXTS, TRAIN, VALID, hard)
+    assert state_digest(one["out_dir"]) == state_digest(two["out_dir"])
+    assert one["curve"] != trained["curve"]  # the mined negatives change the loss
 
 
 def test_recall_at_k_by_hand():

@@ -31,6 +31,7 @@ import numpy as np
 
 from udfs.embed import length_batches, mean_pool, pick_device, resolve_model_dir
 from udfs.frozen_stack import FrozenStack
+from udfs.hard_negatives import HardNegatives
 
 log = logging.getLogger("stpipe.finetune")
 
@@ -50,6 +51,8 @@ class TrainParams:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     scale: float = 20.0
+    hard_negatives: bool = False
+    hard_negative_pool: int = 20
     eval_every_steps: int = 50
     patience: int = 6
     max_length: int = 64
@@ -79,11 +82,14 @@ def candidate_masks(a: Any, b: Any) -> tuple[Any, Any]:
 
 
 def symmetric_mnrl(
-    emb_a: Any, emb_b: Any, *, scale: float, ids_a: Any = None, ids_b: Any = None
+    emb_a: Any, emb_b: Any, *, scale: float, ids_a: Any = None, ids_b: Any = None,
+    neg_a: Any = None, neg_b: Any = None, neg_mask_a: Any = None, neg_mask_b: Any = None,
 ) -> Any:
     """Symmetric multiple-negatives ranking loss of unit vectors ``emb_a``, ``emb_b`` (n, d):
     mean of the cross-entropies a->b and b->a of ``scale x cos``; with item numbers, the
-    candidates :func:`candidate_masks` names are left out."""
+    candidates :func:`candidate_masks` names are left out. ``neg_a`` (m, d): extra negatives
+    for every a (mined hard negatives), ``neg_mask_a`` (n, m) True where one is no negative for
+    that a; ``neg_b``, ``neg_mask_b`` alike for every b."""
     import torch
     import torch.nn.functional as F
 
@@ -93,6 +99,12 @@ def symmetric_mnrl(
         forward, backward = candidate_masks(ids_a, ids_b)
         sim = sim.masked_fill(forward, float("-inf"))
         sim_back = sim_back.masked_fill(backward, float("-inf"))
+    if neg_a is not None:
+        sim = torch.cat([sim, (scale * emb_a @ neg_a.T).masked_fill(neg_mask_a, float("-inf"))], dim=1)
+    if neg_b is not None:
+        sim_back = torch.cat(
+            [sim_back, (scale * emb_b @ neg_b.T).masked_fill(neg_mask_b, float("-inf"))], dim=1
+        )
     labels = torch.arange(sim.shape[0], device=sim.device)
     return (F.cross_entropy(sim, labels) + F.cross_entropy(sim_back, labels)) / 2
 
@@ -216,10 +228,15 @@ def train(
             optimiser, math.ceil(params.warmup_ratio * len(steps)), len(steps)
         )
 
+        mined = (HardNegatives(train_pairs, params.hard_negative_pool, params.seed)
+                 if params.hard_negatives else None)
+
         def validate() -> float:
             model.eval()
             vectors = stack.encode_all() if stack else encode_ids(model, tokenizer, ids, device)
             value = recall_at_k(vectors, valid_pairs, params.k)
+            if mined is not None:
+                mined.refresh(vectors)
             model.train()
             return value
 
@@ -236,13 +253,7 @@ def train(
         model.train()
         for step, chunk in enumerate(steps, 1):
             pair = torch.as_tensor(train_pairs[chunk])
-            items, inverse = torch.unique(pair.flatten(), return_inverse=True)
-            with _autocast(device):
-                vectors = _pooled(model, tokenizer, ids, items.tolist(), device, stack)
-            vectors = vectors[inverse.to(device)]
-            vectors = vectors.view(len(chunk), 2, -1)
-            loss = symmetric_mnrl(vectors[:, 0], vectors[:, 1], scale=params.scale,
-                                  ids_a=pair[:, 0].to(device), ids_b=pair[:, 1].to(device))
+            loss = _step_loss(model, tokenizer, ids, pair, params, device, stack, mined)
             loss.backward()
             optimiser.step()
             schedule.step()
@@ -285,6 +296,31 @@ def train(
         "train_pairs": int(len(train_pairs)), "validation_pairs": int(len(valid_pairs)),
         "params": asdict(params),
     }
+
+
+def _step_loss(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pair: Any,
+               params: TrainParams, device: str, stack: FrozenStack | None,
+               mined: HardNegatives | None) -> Any:
+    """The loss of one batch of pairs (n, 2 item numbers), with one mined hard negative per
+    item when ``mined`` is given; every distinct item of the batch is embedded once."""
+    import torch
+
+    a, b = pair[:, 0].numpy(), pair[:, 1].numpy()
+    negatives = [] if mined is None else [mined.draw(a), mined.draw(b)]
+    wanted = torch.as_tensor(np.concatenate([a, b, *negatives]))
+    items, inverse = torch.unique(wanted, return_inverse=True)
+    with _autocast(device):
+        vectors = _pooled(model, tokenizer, ids, items.tolist(), device, stack)
+    vectors = vectors[inverse.to(device)].view(len(wanted) // len(a), len(a), -1)
+    extra: dict[str, Any] = {}
+    if mined is not None:
+        extra = {
+            "neg_a": vectors[2], "neg_b": vectors[3],
+            "neg_mask_a": torch.as_tensor(mined.mask(a, negatives[0]), device=device),
+            "neg_mask_b": torch.as_tensor(mined.mask(b, negatives[1]), device=device),
+        }
+    return symmetric_mnrl(vectors[0], vectors[1], scale=params.scale,
+                          ids_a=pair[:, 0].to(device), ids_b=pair[:, 1].to(device), **extra)
 
 
 def _pooled(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], items: list[int],

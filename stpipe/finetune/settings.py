@@ -40,6 +40,10 @@ class FinetuneSettings:
     weight_decay: float = 0.01
     # Cosine scale of the multiple-negatives ranking loss (sentence-transformers' default).
     scale: float = 20.0
+    # One mined hard negative per item of a pair besides the in-batch ones: drawn from the item's
+    # hard_negative_pool nearest non-partner items by the current model (udfs/hard_negatives.py).
+    hard_negatives: bool = False
+    hard_negative_pool: int = 20
     # Validation recall@10 every eval_every_steps; stop after patience intervals without gain.
     eval_every_steps: int = 50
     patience: int = 6
@@ -71,7 +75,7 @@ def check_finetune(encoder: str, ft: FinetuneSettings) -> None:
         )
     positive = ("every_days", "validation_days", "next_within_days", "max_pairs",
                 "max_validation_pairs", "batch_size", "epochs", "eval_every_steps", "max_length", "threads",
-                "lift_neighbours", "lift_min_baskets")
+                "lift_neighbours", "lift_min_baskets", "hard_negative_pool")
     for name in positive:
         if getattr(ft, name) < 1:
             raise ConfigError(f"model.finetune.{name}: expected 1 or more, got {getattr(ft, name)}")
