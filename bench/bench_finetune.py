@@ -52,7 +52,8 @@ def ours(texts: list[str], pairs: np.ndarray, layers: str, out: Path) -> dict:
     from udfs.finetune import TrainParams, train
 
     params = TrainParams(train_layers=layers, batch_size=BATCH, max_steps=STEPS, learning_rate=1e-4,
-                         eval_every_steps=STEPS, threads=THREADS, seed=13)
+                         eval_every_steps=STEPS, threads=THREADS, seed=13,
+                         hard_negatives=False)  # the same loss as the reference: in-batch only
     valid = pairs[:64]
     result = train(None, out, texts, pairs, valid, params)
     return {"pairs_per_s": result["pairs_per_s"], "steps": result["steps"],
