@@ -5,7 +5,7 @@ second of the embedding core, and training pairs per second of the finetune trai
     python scripts/gpu_bench.py --device cpu --n 64 --batch-sizes 8,16 --dtypes fp32 --train-steps 2
 
 The training part runs ``udfs.finetune.train`` (the finetune stage's trainer, bf16 autocast on
-CUDA, its default loss with mined hard negatives) for ``--train-steps`` steps of
+CUDA, its default loss) for ``--train-steps`` steps of
 ``--train-batch`` pairs of neighbouring texts, top 2 layers and all layers: pairs per second as
 the trainer reports them (its steps and one validation over all the texts; the frozen layers'
 cache is built before its clock starts).

@@ -125,14 +125,14 @@ def test_hard_negatives_are_near_non_partners():
     assert whole.draw(np.array([0])).tolist() == [0] and whole.mask(np.array([0]), np.array([0])).all()
 
 
-def test_mined_negatives_change_the_training(trained, tmp_path):
-    # FAST (hence ``trained``, whose determinism the test below checks) mines hard negatives, as
-    # the default does; in-batch negatives alone give another loss curve
-    assert FAST.hard_negatives
-    plain = train(None, tmp_path / "plain", TEXTS, TRAIN, VALID,
-                  TrainParams(**{**FAST.__dict__, "hard_negatives": False}))
-    assert plain["curve"][0] != trained["curve"][0]
-    assert state_digest(plain["out_dir"]) != state_digest(trained["out_dir"])
+def test_training_with_mined_negatives_is_deterministic_and_differs(trained, tmp_path):
+    hard = TrainParams(**{**FAST.__dict__, "hard_negatives": True, "hard_negative_pool": 5})
+    one = train(None, tmp_path / "one", TEXTS, TRAIN, VALID, hard)
+    two = train(None, tmp_path / "two", TEXTS, TRAIN, VALID, hard)
+    assert state_digest(one["out_dir"]) == state_digest(two["out_dir"]) and one["curve"] == two["curve"]
+    # ``trained`` (FAST, the default loss): in-batch negatives alone give another loss
+    assert not FAST.hard_negatives and one["curve"][0] != trained["curve"][0]
+    assert state_digest(one["out_dir"]) != state_digest(trained["out_dir"])
 
 
 def test_recall_at_k_by_hand():

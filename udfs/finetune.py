@@ -51,7 +51,7 @@ class TrainParams:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     scale: float = 20.0
-    hard_negatives: bool = True
+    hard_negatives: bool = False
     hard_negative_pool: int = 20
     eval_every_steps: int = 50
     patience: int = 6
