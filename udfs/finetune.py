@@ -307,19 +307,24 @@ def _step_loss(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pair: A
 
     a, b = pair[:, 0].numpy(), pair[:, 1].numpy()
     negatives = [] if mined is None else [mined.draw(a), mined.draw(b)]
-    wanted = torch.as_tensor(np.concatenate([a, b, *negatives]))
+    # the pairs' items first, interleaved (a0, b0, a1, ...), then the negatives: without
+    # negatives this is the same computation, in the same order, as before they existed
+    wanted = torch.cat([pair.flatten(), *(torch.as_tensor(x) for x in negatives)])
     items, inverse = torch.unique(wanted, return_inverse=True)
     with _autocast(device):
         vectors = _pooled(model, tokenizer, ids, items.tolist(), device, stack)
-    vectors = vectors[inverse.to(device)].view(len(wanted) // len(a), len(a), -1)
+    vectors = vectors[inverse.to(device)]
+    n = len(a)
     extra: dict[str, Any] = {}
     if mined is not None:
         extra = {
-            "neg_a": vectors[2], "neg_b": vectors[3],
+            "neg_a": vectors[2 * n:3 * n], "neg_b": vectors[3 * n:],
             "neg_mask_a": torch.as_tensor(mined.mask(a, negatives[0]), device=device),
             "neg_mask_b": torch.as_tensor(mined.mask(b, negatives[1]), device=device),
         }
-    return symmetric_mnrl(vectors[0], vectors[1], scale=params.scale,
+        vectors = vectors[: 2 * n]
+    vectors = vectors.view(n, 2, -1)
+    return symmetric_mnrl(vectors[:, 0], vectors[:, 1], scale=params.scale,
                           ids_a=pair[:, 0].to(device), ids_b=pair[:, 1].to(device), **extra)
 
 
