@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from udfs.contrastive_loss import candidate_masks, symmetric_mnrl
 from udfs.embed import Embedder, default_model_dir
 from udfs.finetune import (
     TrainParams,
-    candidate_masks,
     recall_at_k,
     set_trainable,
     state_digest,
-    symmetric_mnrl,
     train,
 )
 from udfs.hard_negatives import HardNegatives

@@ -1,12 +1,11 @@
 """Contrastive fine-tuning of the text encoder on item pairs: plain torch, no Spark.
 
 Each batch holds ``batch_size`` pairs (item a, item b) of items bought together. Both items
-are embedded with the embedding core's pooling (:func:`udfs.embed.mean_pool`), and the loss
-is the symmetric multiple-negatives ranking loss: cross-entropy of ``scale x cos`` of every a
-against every b of the batch (the right b is the label, the others negatives), and of every b
-against every a, averaged. An in-batch candidate that is the row's own item, or one of its
-partners in this batch, is masked (it is no negative). Only the top ``train_layers``
-transformer layers and the pooler learn (or ``all``); AdamW with linear warmup and decay.
+are embedded with the embedding core's pooling (:func:`udfs.embed.mean_pool`), and the loss is
+the symmetric multiple-negatives ranking loss of :mod:`udfs.contrastive_loss` (in-batch
+negatives, a row's partners masked; optionally mined hard negatives, :mod:`udfs.hard_negatives`).
+Only the top ``train_layers`` transformer layers and the pooler learn (or ``all``); AdamW with
+linear warmup and decay.
 
 Validation: recall@10 of the partner item among all catalogue items, both directions,
 measured before training and every ``eval_every_steps``; the best weights are kept, training
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from udfs.contrastive_loss import symmetric_mnrl
 from udfs.embed import length_batches, mean_pool, pick_device, resolve_model_dir
 from udfs.frozen_stack import FrozenStack
 from udfs.hard_negatives import HardNegatives
@@ -60,53 +60,6 @@ class TrainParams:
     threads: int = 1
     device: str = "cpu"
     k: int = 10
-
-
-def candidate_masks(a: Any, b: Any) -> tuple[Any, Any]:
-    """(forward, backward) boolean masks of the in-batch candidates that are no negatives.
-
-    ``a``, ``b``: item numbers of the batch's pairs. forward[i, j] masks b_j for anchor a_i
-    when b_j is a_i or one of a_i's partners in the batch (pairs are unordered); backward[i, j]
-    masks a_j for b_i alike. The diagonal (the label) is never masked.
-    """
-    import torch
-
-    eq = lambda x, y: (x[:, None] == y[None, :]).float()  # noqa: E731
-    # P(x, y): items x and y form a pair of the batch, in either order, or are the same item
-    def partners(x: Any, y: Any) -> Any:
-        linked = (eq(x, a) @ eq(b, y)) + (eq(x, b) @ eq(a, y))
-        return (linked > 0) | (x[:, None] == y[None, :])
-
-    off = ~torch.eye(len(a), dtype=torch.bool, device=a.device)
-    return partners(a, b) & off, partners(b, a) & off
-
-
-def symmetric_mnrl(
-    emb_a: Any, emb_b: Any, *, scale: float, ids_a: Any = None, ids_b: Any = None,
-    neg_a: Any = None, neg_b: Any = None, neg_mask_a: Any = None, neg_mask_b: Any = None,
-) -> Any:
-    """Symmetric multiple-negatives ranking loss of unit vectors ``emb_a``, ``emb_b`` (n, d):
-    mean of the cross-entropies a->b and b->a of ``scale x cos``; with item numbers, the
-    candidates :func:`candidate_masks` names are left out. ``neg_a`` (m, d): extra negatives
-    for every a (mined hard negatives), ``neg_mask_a`` (n, m) True where one is no negative for
-    that a; ``neg_b``, ``neg_mask_b`` alike for every b."""
-    import torch
-    import torch.nn.functional as F
-
-    sim = scale * emb_a @ emb_b.T
-    sim_back = sim.T
-    if ids_a is not None:
-        forward, backward = candidate_masks(ids_a, ids_b)
-        sim = sim.masked_fill(forward, float("-inf"))
-        sim_back = sim_back.masked_fill(backward, float("-inf"))
-    if neg_a is not None:
-        sim = torch.cat([sim, (scale * emb_a @ neg_a.T).masked_fill(neg_mask_a, float("-inf"))], dim=1)
-    if neg_b is not None:
-        sim_back = torch.cat(
-            [sim_back, (scale * emb_b @ neg_b.T).masked_fill(neg_mask_b, float("-inf"))], dim=1
-        )
-    labels = torch.arange(sim.shape[0], device=sim.device)
-    return (F.cross_entropy(sim, labels) + F.cross_entropy(sim_back, labels)) / 2
 
 
 def set_trainable(model: Any, train_layers: str) -> int:
