@@ -195,6 +195,10 @@ class RecommendSettings:
     recency_half_life_days: float = 60.0
     # The recent component: the user's own items weighted with this shorter half-life.
     recent_half_life_days: float = 14.0
+    # The recommender reads the order lines of this many days before the as-of date (users'
+    # histories, co-purchase matrix, fusion training); older ones weigh 2^-6 or less at the
+    # 60-day half-life. A bound, so a nightly on years of orders does not read them all.
+    history_days: int = 365
     # Distinct items kept per user (most recent first); the newest recent_items seed neighbours.
     history_items: int = 50
     recent_items: int = 5

@@ -46,6 +46,8 @@ def check_values(settings: Settings) -> Settings:
         ("recommend.recent_half_life_days", rec.recent_half_life_days, rec.recent_half_life_days > 0, "above 0"),
         ("recommend.rebuy_prior_buyers", rec.rebuy_prior_buyers, rec.rebuy_prior_buyers >= 0, "0 or more"),
         ("recommend.bert_kernel_power", rec.bert_kernel_power, rec.bert_kernel_power >= 0, "0 or more"),
+        ("recommend.history_days", rec.history_days, rec.history_days >= rec.validation_days,
+         f"at least recommend.validation_days ({rec.validation_days})"),
         ("evaluate.finetune_threads", settings.evaluate.finetune_threads, settings.evaluate.finetune_threads >= 1, "1 or more"),
         ("ingest.late_days", settings.ingest.late_days, settings.ingest.late_days >= 0, "0 or more"),
     ):

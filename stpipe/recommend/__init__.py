@@ -3,7 +3,6 @@
 from stpipe.recommend.pipeline import (
     RecommendOptions,
     features_on,
-    fusion_weights_frame,
     normalise_components,
     recommend,
     train_fusion,
@@ -12,7 +11,6 @@ from stpipe.recommend.pipeline import (
 __all__ = [
     "RecommendOptions",
     "features_on",
-    "fusion_weights_frame",
     "normalise_components",
     "recommend",
     "train_fusion",

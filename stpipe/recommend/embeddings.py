@@ -60,9 +60,11 @@ def user_embeddings(
     half_life_days: float,
     timezone: str,
     model: str,
+    history_days: int | None = None,
 ) -> DataFrame:
-    """One row per (source, user) with history before ``run_date`` and an embedded item."""
-    lines = signals.history_before(orders, as_of=run_date, timezone=timezone)
+    """One row per (source, user) with history before ``run_date`` (its ``history_days``
+    before it when given) and an embedded item."""
+    lines = signals.history_before(orders, as_of=run_date, timezone=timezone, days=history_days)
     pairs = signals.user_item_weights(lines, half_life_days=half_life_days)
     joined = pairs.join(item_vectors.select("item_id", "embedding"), "item_id")
 

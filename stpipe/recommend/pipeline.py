@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from stpipe.catalogue import (
-    FUSION_WEIGHTS,
     ITEM_EMBEDDINGS,
     ITEM_TIME_FEATURES,
     ITEMS,
@@ -154,7 +153,7 @@ def load_catalog(
     causal_pdf = causal.toPandas() if causal is not None else None
     cooc = None
     if with_cooc:
-        lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
+        lines = history_lines(orders, as_of=as_of, opts=opts)
         cooc = item_neighbours(
             lines, model=opts.item_model, half_life_days=opts.cooc_half_life_days,
             cooc_neighbours=opts.cooc_neighbours, l2_scale=opts.ease_l2_scale,
@@ -165,6 +164,11 @@ def load_catalog(
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
         rebuy_prior_buyers=opts.rebuy_prior_buyers,
     )
+
+
+def history_lines(orders: DataFrame, *, as_of: dt.date, opts: RecommendOptions) -> DataFrame:
+    """The lines the recommender learns from as of ``as_of``: the ``history_days`` before it."""
+    return signals.history_before(orders, as_of=as_of, timezone=opts.timezone, days=opts.history_days)
 
 
 def _signals(
@@ -288,9 +292,10 @@ def _training_rows(
     """The fusion's training rows: every candidate (of ``components``' sources) of the sampled
     users who bought in [as_of, run_date), with every component's score and the label (bought
     then or not), ordered by user and item."""
-    lines = signals.history_before(orders, as_of=as_of, timezone=opts.timezone)
-    later = signals.history_before(orders, as_of=run_date, timezone=opts.timezone).where(
-        F.col("ts") >= signals.cutoff_ts(as_of, opts.timezone)
+    lines = history_lines(orders, as_of=as_of, opts=opts)
+    # the labels: lines in [as_of, run_date), the validation_days before the run date
+    later = signals.history_before(
+        orders, as_of=run_date, timezone=opts.timezone, days=(run_date - as_of).days
     )
     key = ["source", "user_id"]
     labels = later.select(*key, "item_id").distinct().withColumn("label", F.lit(1.0))
@@ -317,18 +322,6 @@ def _training_rows(
         .orderBy(*key, "item_id")
         .toPandas()
     )
-
-
-def fusion_weights_frame(
-    spark: SparkSession, fit: FusionFit, *, run_date: dt.date, train_as_of: dt.date, components: Iterable[str]
-) -> DataFrame:
-    """The ``fusion_weights`` rows of one run: one per feature plus the intercept."""
-    comps = ",".join(sorted(normalise_components(components)))
-    rows = [
-        (run_date, feature, float(weight), comps, train_as_of, fit.train_rows, fit.train_positives, fit.log_loss, fit.status)
-        for feature, weight in fit.weights.items()
-    ]
-    return select_schema(spark.createDataFrame(rows, FUSION_WEIGHTS.schema), FUSION_WEIGHTS.schema)
 
 
 def recommend(
@@ -377,7 +370,7 @@ def recommend(
         orders, items, item_embeddings, granger_stats, features, as_of=run_date,
         causal_date=run_date, opts=opts, with_cooc="cooc" in components, shared=shared,
     )
-    lines = signals.history_before(orders, as_of=run_date, timezone=opts.timezone)
+    lines = history_lines(orders, as_of=run_date, opts=opts)
     users = signals.user_histories(
         lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
         user_space=features[USER_SPACE_FEATURES], recent_half_life_days=opts.recent_half_life_days,

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from stpipe.catalogue import ITEMS, USER_SPACE_FEATURES
+from stpipe.errors import ConfigError
 from stpipe.features.common import cutoff_epoch, local_time
 from stpipe.schema import require_columns, select_schema
 
@@ -44,13 +45,28 @@ def cutoff_ts(as_of: dt.date, timezone: str) -> Column:
     return F.lit(cutoff_epoch(as_of, timezone)).cast("timestamp")
 
 
-def history_before(orders: DataFrame, *, as_of: dt.date, timezone: str) -> DataFrame:
-    """Order lines strictly before the as-of date, with ``age_days`` at that moment."""
+def history_before(
+    orders: DataFrame, *, as_of: dt.date, timezone: str, days: int | None = None
+) -> DataFrame:
+    """Order lines strictly before the as-of date, with ``age_days`` at that moment.
+
+    ``days``: only the lines of the ``days`` local days before it (from 00:00 of
+    ``as_of - days``; ``recommend.history_days``), so a platform with years of orders does not
+    read all of them each night. With an ``order_date`` column the reads are pruned to the
+    partitions that can hold such lines (UTC dates, padded by a day for any time zone).
+    """
+    if days is not None and days < 1:
+        raise ConfigError(f"recommend.history_days: must be 1 or more, got {days}")
     require_columns(orders, ORDER_COLUMNS, where="recommend input orders")
     cut = cutoff_ts(as_of, timezone)
-    return orders.where(F.col("ts") < cut).withColumn(
-        "age_days", (cut.cast("double") - F.col("ts").cast("double")) / 86400.0
-    )
+    lines = orders.where(F.col("ts") < cut)
+    if days is not None:
+        lines = lines.where(F.col("ts") >= cutoff_ts(as_of - dt.timedelta(days=days), timezone))
+    if "order_date" in orders.columns:
+        lines = lines.where(F.col("order_date") <= F.lit(as_of + dt.timedelta(days=1)))
+        if days is not None:
+            lines = lines.where(F.col("order_date") >= F.lit(as_of - dt.timedelta(days=days + 1)))
+    return lines.withColumn("age_days", (cut.cast("double") - F.col("ts").cast("double")) / 86400.0)
 
 
 def decay(age_days: Column, half_life_days: float) -> Column:

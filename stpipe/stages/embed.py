@@ -51,6 +51,7 @@ def run(ctx: StageContext) -> StageResult:
         half_life_days=settings.recommend.recency_half_life_days,
         timezone=settings.features.timezone,
         model=name,
+        history_days=settings.recommend.history_days,
     )
     n_users = ctx.write(USER_EMBEDDINGS, users)
     log.info("embed: %d items, %d users with model %s", n_items, n_users, name)

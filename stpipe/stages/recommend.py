@@ -7,7 +7,11 @@ features as of ``run_date - recommend.validation_days``, computed by the same fu
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Iterable
+
+from pyspark.sql import DataFrame, SparkSession
 
 from stpipe.catalogue import (
     FUSION_WEIGHTS,
@@ -21,11 +25,13 @@ from stpipe.features.build import RECOMMENDER_FEATURES
 from stpipe.recommend import (
     RecommendOptions,
     features_on,
-    fusion_weights_frame,
+    normalise_components,
     recommend,
     train_fusion,
 )
+from stpipe.recommend.fusion import FusionFit
 from stpipe.runlog import StageResult
+from stpipe.schema import select_schema
 from stpipe.stages.base import Stage, StageContext
 from udfs.score import ALL_COMPONENTS
 
@@ -56,6 +62,18 @@ def run(ctx: StageContext) -> StageResult:
         rows_in=None, rows_out=n_recs,
         details={"fusion": fit.status, "weights": fit.weights, "train_rows": fit.train_rows},
     )
+
+
+def fusion_weights_frame(
+    spark: SparkSession, fit: FusionFit, *, run_date: dt.date, train_as_of: dt.date, components: Iterable[str]
+) -> DataFrame:
+    """The ``fusion_weights`` rows of one run: one per feature plus the intercept."""
+    comps = ",".join(sorted(normalise_components(components)))
+    rows = [
+        (run_date, feature, float(weight), comps, train_as_of, fit.train_rows, fit.train_positives, fit.log_loss, fit.status)
+        for feature, weight in fit.weights.items()
+    ]
+    return select_schema(spark.createDataFrame(rows, FUSION_WEIGHTS.schema), FUSION_WEIGHTS.schema)
 
 
 RECOMMEND = Stage(
