@@ -51,6 +51,19 @@ def local_time(ts: str | Column, timezone: str) -> Column:
     return F.from_utc_timestamp(column, timezone)
 
 
+def prune_order_dates(orders: DataFrame, *, before: dt.date, days: int | None) -> DataFrame:
+    """``orders`` cut to the ``order_date`` partitions that can hold lines of the ``days`` local
+    days before ``before`` (None: every day before it): order dates are UTC dates, so the range
+    is padded by a day each side for any time zone. Without an ``order_date`` column: as given.
+    """
+    if "order_date" not in orders.columns:
+        return orders
+    kept = orders.where(F.col("order_date") <= F.lit(before + dt.timedelta(days=1)))
+    if days is None:
+        return kept
+    return kept.where(F.col("order_date") >= F.lit(before - dt.timedelta(days=days + 1)))
+
+
 def history(
     orders: DataFrame,
     *,
@@ -70,12 +83,7 @@ def history(
     require_columns(orders, [ts_col], where="feature history")
     end = cutoff_epoch(run_date, timezone)
     start = cutoff_epoch(run_date - dt.timedelta(days=days), timezone)
-    df = orders
-    if "order_date" in orders.columns:  # partition pruning; UTC dates, padded for any offset
-        df = df.where(
-            (F.col("order_date") >= F.lit(run_date - dt.timedelta(days=days + 1)))
-            & (F.col("order_date") <= F.lit(run_date + dt.timedelta(days=1)))
-        )
+    df = prune_order_dates(orders, before=run_date, days=days)
     epoch = F.unix_seconds(F.col(ts_col))
     local = local_time(ts_col, timezone)
     return (

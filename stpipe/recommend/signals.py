@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from stpipe.catalogue import ITEMS, USER_SPACE_FEATURES
 from stpipe.errors import ConfigError
-from stpipe.features.common import cutoff_epoch, local_time
+from stpipe.features.common import cutoff_epoch, local_time, prune_order_dates
 from stpipe.schema import require_columns, select_schema
 
 ORDER_COLUMNS = ["order_id", "source", "user_id", "item_id", "ts"]
@@ -52,8 +52,8 @@ def history_before(
 
     ``days``: only the lines of the ``days`` local days before it (from 00:00 of
     ``as_of - days``; ``recommend.history_days``), so a platform with years of orders does not
-    read all of them each night. With an ``order_date`` column the reads are pruned to the
-    partitions that can hold such lines (UTC dates, padded by a day for any time zone).
+    read all of them each night. Reads are pruned to the ``order_date`` partitions that can
+    hold such lines (:func:`stpipe.features.common.prune_order_dates`).
     """
     if days is not None and days < 1:
         raise ConfigError(f"recommend.history_days: must be 1 or more, got {days}")
@@ -62,10 +62,7 @@ def history_before(
     lines = orders.where(F.col("ts") < cut)
     if days is not None:
         lines = lines.where(F.col("ts") >= cutoff_ts(as_of - dt.timedelta(days=days), timezone))
-    if "order_date" in orders.columns:
-        lines = lines.where(F.col("order_date") <= F.lit(as_of + dt.timedelta(days=1)))
-        if days is not None:
-            lines = lines.where(F.col("order_date") >= F.lit(as_of - dt.timedelta(days=days + 1)))
+    lines = prune_order_dates(lines, before=as_of, days=days)
     return lines.withColumn("age_days", (cut.cast("double") - F.col("ts").cast("double")) / 86400.0)
 
 
