@@ -244,17 +244,23 @@ def run(ctx: StageContext) -> StageResult:
     settings = ctx.settings
     check_one_source(ctx, settings.ingest.source, mixed_sources=settings.ingest.mixed_sources)
     source = settings.ingest.source
-    last_date = last_order_date(ctx, source) if settings.ingest.incremental else None
+    incremental_ = settings.ingest.incremental
+    # a folder source whose files are listed has been ingested (the list is committed after
+    # its lines), so its last order date, a scan of every line, is not needed
+    listed = ingested_files(ctx, source) if incremental_ and ctx.exists(ORDERS_CLEAN) else set()
+    last_date = last_order_date(ctx, source) if incremental_ and not listed else None
     # a first, full ingest when nothing of the source is there yet, or when the id map is
     # asked for and missing (it needs every raw id, which only the whole input holds)
     privacy_ = settings.privacy
     map_missing = privacy_.keep_id_map and privacy_.pseudonymize and not ctx.exists(USER_ID_MAP)
-    merging = last_date is not None and not map_missing
-    skip = ingested_files(ctx, source) if merging else None
-    raw = read_source(ctx.spark, settings.ingest, skip=skip)
-    since = incremental.since_date(last_date, settings.ingest.late_days)
+    merging = (bool(listed) or last_date is not None) and not map_missing
+    raw = read_source(ctx.spark, settings.ingest, skip=listed if merging else None)
     if raw.tracks_files:
         since = None  # the new files are what is new, whatever their dates
+    else:  # a file source: the lines dated after the last one ingested (less late_days)
+        if merging and last_date is None:
+            last_date = last_order_date(ctx, source)
+        since = incremental.since_date(last_date, settings.ingest.late_days)
     protect = privacy.protection(
         settings.privacy, ctx.warehouse, erased=erased_pseudonyms(ctx, raw.source)
     )
@@ -297,7 +303,7 @@ def run(ctx: StageContext) -> StageResult:
             f"+ erased {p.erased} for source {p.source}"
         )
     if raw.tracks_files:  # after the lines: a night killed before this reads its files again
-        record_files(ctx, raw, merging=merging, listed={f.path for f in skip or ()})
+        record_files(ctx, raw, merging=merging, listed={f.path for f in listed})
     details: dict[str, Any] = {
         "quarantined": n_quarantine, "reasons": p.reasons, ITEMS.name: n_items,
         "erased": p.erased, "dropped_columns": p.unknown_fields,
