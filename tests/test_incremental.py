@@ -175,6 +175,23 @@ def test_a_folder_source_reads_only_new_files_and_equals_a_full_refresh(spark, t
     pd.testing.assert_frame_equal(_orders(fresh), _orders(wh))
 
 
+def test_a_folder_source_whose_orders_table_is_gone_is_read_whole_again(spark, tmp_path):
+    """The file list says what was read, the orders table what was kept: without the latter the
+    listed files must be read again (merging only the new ones would lose the old lines)."""
+    import shutil
+
+    wh = str(tmp_path / "wh")
+    folder = tmp_path / "orders"
+    folder.mkdir()
+    (folder / "part-0001.csv").write_text(HEADER + A + B)
+    run_stage(spark, _settings(wh, folder, "2024-03-03"), INGEST)
+    shutil.rmtree(Path(wh) / catalogue.ORDERS_CLEAN.name)
+    (folder / "part-0002.csv").write_text(HEADER + C)
+    night = run_stage(spark, _settings(wh, folder, "2024-03-04"), INGEST)
+    assert night.details["mode"] == "full" and night.details["files_read"] == 2
+    assert _quantities(wh) == {"o1/1": 1, "o2/1": 2, "o3/1": 4}
+
+
 def test_full_refresh_after_incremental_nights_gives_the_same_orders(spark, tmp_path):
     wh, fresh = str(tmp_path / "wh"), str(tmp_path / "fresh")
     orders = tmp_path / "orders.csv"
