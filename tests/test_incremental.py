@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import deltalake
@@ -178,8 +179,6 @@ def test_a_folder_source_reads_only_new_files_and_equals_a_full_refresh(spark, t
 def test_a_folder_source_whose_orders_table_is_gone_is_read_whole_again(spark, tmp_path):
     """The file list says what was read, the orders table what was kept: without the latter the
     listed files must be read again (merging only the new ones would lose the old lines)."""
-    import shutil
-
     wh = str(tmp_path / "wh")
     folder = tmp_path / "orders"
     folder.mkdir()
