@@ -257,7 +257,8 @@ def run(ctx: StageContext) -> StageResult:
     raw = read_source(ctx.spark, settings.ingest, skip=listed if merging else None)
     if raw.tracks_files:
         since = None  # the new files are what is new, whatever their dates
-    else:  # a file source: the lines dated after the last one ingested (less late_days)
+    else:  # a file source: the lines dated after the last one ingested (less late_days);
+        # looked up here when a file list (left by a folder source of this name) skipped it above
         if merging and last_date is None:
             last_date = last_order_date(ctx, source)
         since = incremental.since_date(last_date, settings.ingest.late_days)
