@@ -92,7 +92,7 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
     assert not alone[0].equals(alone[1])  # the component sets do give different lists
 
 
-def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spark, tmp_path, monkeypatch):
+def test_every_ablation_keeps_its_own_sources_rows_of_one_shared_set(spark, tmp_path, monkeypatch):
     inputs = _tiny_inputs(spark, tmp_path)
     # fit on the tiny shop's few purchases (the events-per-feature rule would give defaults)
     opts = RecommendOptions(k=5, validation_days=20, fusion_min_events_per_feature=0.0)
@@ -100,18 +100,20 @@ def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spa
     real = pipeline._training_rows
 
     def counting(*args, **kw):
-        computed.append(kw["components"])
+        computed.append(kw["sources_of"])
         return real(*args, **kw)
 
     monkeypatch.setattr(pipeline, "_training_rows", counting)
     everything = frozenset(FEATURES)
     component_sets = [
+        everything - {"bert"},  # no neighbour candidates (first: the shared rows have them all)
         everything,
         everything - {"repeat", "reach", "rebuy"},  # the same candidate sources as everything
-        everything - {"bert"},  # no neighbour candidates: rows of its own
+        everything - {"cooc"},  # no co-purchase candidates, nor a catalogue matrix alone
+        everything - {"time", "space", "history"},  # neither popular nor history candidates
     ]
     alone = [train_fusion(spark, **inputs, run_date=RUN_DATE, components=c, opts=opts)[0] for c in component_sets]
-    assert len(computed) == 3
+    assert computed == component_sets
     computed.clear()
     work = SharedWork()
     try:
@@ -121,10 +123,15 @@ def test_ablations_with_the_same_candidate_sources_share_their_training_rows(spa
         ]
     finally:
         work.close()
-    assert computed == [everything, everything - {"bert"}]
+    assert computed == [everything]  # one set of rows, every source on
     for a, b in zip(alone, together, strict=True):
         assert a == b  # weights, row and positive counts, log-loss: the same fit
-    assert alone[0].status == "fitted" and alone[0].weights != alone[1].weights
+    assert all(fit.status == "fitted" for fit in alone)
+    # the sources do change the rows (so the shared set is filtered, not used whole): in the tiny
+    # shop the other sources propose every neighbour and co-purchase candidate too, but without
+    # the popular and history sources fewer candidates remain
+    assert alone[4].train_rows < alone[1].train_rows == alone[2].train_rows
+    assert alone[1].weights != alone[2].weights
 
 
 class _Frame:

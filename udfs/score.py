@@ -113,7 +113,8 @@ class ScoreParams:
     k: int | None = 10  # None: every candidate with its features (fusion training)
     components: frozenset[str] = ALL_COMPONENTS
     # the components whose candidate sources are on (None: ``components``); fusion training scores
-    # every component on an ablation's candidates, so that ablations with the same sources share them
+    # every component on the candidates of every source, and each ablation keeps the rows its own
+    # sources proposed (``proposed_by``)
     sources_of: frozenset[str] | None = None
     allow_repeat: bool = True
     recent_items: int = 5
@@ -132,7 +133,8 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
     ``users`` has :data:`USER_COLUMNS`. Returns one row per (user, item) kept, in
     :data:`RESULT_COLUMNS`: source, user_id, region, is_cold_start, rank, item_id, score, the
-    component scores (one per :data:`FEATURES`), reasons (list of str) and n_candidates.
+    component scores (one per :data:`FEATURES`), reasons (list of str), n_candidates and
+    proposed_by (the bit flags of the candidate sources that proposed the item).
     """
     missing = [c for c in USER_COLUMNS if c not in users.columns]
     if missing:
@@ -150,7 +152,7 @@ def score_users(users: pd.DataFrame, catalog: Catalog, params: ScoreParams) -> p
 
 RESULT_COLUMNS = [
     "source", "user_id", "region", "is_cold_start", "rank", "item_id", "score",
-    *[f"{f}_score" for f in FEATURES], "reasons", "n_candidates",
+    *[f"{f}_score" for f in FEATURES], "reasons", "n_candidates", "proposed_by",
 ]
 
 
@@ -260,6 +262,7 @@ def _select(
                 reasons(why, flag=int(flags[row, item]), row=row, item=item, short=short)
             )
             out["n_candidates"].append(int(hi - lo))
+            out["proposed_by"].append(int(flags[row, item]))
     return pd.DataFrame(out)
 
 

@@ -63,6 +63,7 @@ SCORED = T.StructType(
         *[T.StructField(f"{f}_score", T.DoubleType(), False) for f in FEATURES],
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("n_candidates", T.IntegerType(), False),
+        T.StructField("proposed_by", T.IntegerType(), False),  # candidate sources' bit flags
     ]
 )
 
@@ -250,27 +251,28 @@ def train_fusion(
 ) -> tuple[FusionFit, dt.date]:
     """Fit the fusion weights: candidates as of run_date - validation_days, labels after it.
 
-    ``shared``: computes the features and catalogue of each date, and the training rows of each
-    set of candidate sources, once across calls (see :mod:`stpipe.recommend.shared`)."""
+    ``shared``: computes the features and catalogue of each date once across calls, and the
+    training rows once per encoder: every source's candidates, of which each call keeps those its
+    own sources proposed (see :mod:`stpipe.recommend.shared`)."""
     components = normalise_components(components)
     as_of = run_date - dt.timedelta(days=opts.validation_days)
     features, catalog = _signals(
         orders, items, item_embeddings, granger_stats, None, as_of=as_of, causal_date=run_date,
-        opts=opts, with_cooc="cooc" in components, shared=shared,
+        opts=opts, with_cooc="cooc" in components or shared is not None, shared=shared,
     )
 
-    def rows_of() -> pd.DataFrame:
+    def rows_of(sources_of: frozenset[str]) -> pd.DataFrame:
         return _training_rows(
-            spark, orders, catalog, features, as_of=as_of, run_date=run_date, components=components,
+            spark, orders, catalog, features, as_of=as_of, run_date=run_date, sources_of=sources_of,
             opts=opts,
         )
 
     if shared is None:
-        rows = rows_of()
+        rows = rows_of(components)
     else:
+        key = (shared.encoder(item_embeddings), as_of, run_date, opts.allow_repeat)
         sources = candidate_sources(components, opts.allow_repeat)
-        key = (shared.encoder(item_embeddings), as_of, run_date, opts.allow_repeat, sources)
-        rows = shared.rows(key, rows_of)
+        rows = shared.rows(key, lambda: rows_of(ALL_COMPONENTS), sources)
     features_on = tuple(f for f in FEATURES if f in components)
     x = rows[[f"{f}_score" for f in features_on]].to_numpy(dtype=float)
     y = rows["label"].to_numpy(dtype=float)
@@ -287,11 +289,11 @@ def train_fusion(
 
 def _training_rows(
     spark: SparkSession, orders: DataFrame, catalog: Catalog, features: FeatureFrames, *,
-    as_of: dt.date, run_date: dt.date, components: frozenset[str], opts: RecommendOptions,
+    as_of: dt.date, run_date: dt.date, sources_of: frozenset[str], opts: RecommendOptions,
 ) -> pd.DataFrame:
-    """The fusion's training rows: every candidate (of ``components``' sources) of the sampled
-    users who bought in [as_of, run_date), with every component's score and the label (bought
-    then or not), ordered by user and item."""
+    """The fusion's training rows: every candidate (of ``sources_of``' candidate sources) of the
+    sampled users who bought in [as_of, run_date), with every component's score, the sources that
+    proposed it (``proposed_by``) and the label (bought then or not), ordered by user and item."""
     lines = history_lines(orders, as_of=as_of, opts=opts)
     # the labels: lines in [as_of, run_date), the validation_days before the run date
     later = signals.history_before(
@@ -306,13 +308,13 @@ def _training_rows(
     ).join(buyers, key, "left_semi")
     chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
     chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
-    columns = [*key, "item_id", *[f"{f}_score" for f in FEATURES], "label"]
+    columns = [*key, "item_id", *[f"{f}_score" for f in FEATURES], "proposed_by", "label"]
     if not chosen:
         return pd.DataFrame(columns=columns)
     wanted = spark.createDataFrame(chosen, "source string, user_id string")
     users = users.join(wanted, key, "left_semi")
     params = dataclasses.replace(
-        _params(opts, {"intercept": 0.0}, ALL_COMPONENTS, None), sources_of=components
+        _params(opts, {"intercept": 0.0}, ALL_COMPONENTS, None), sources_of=sources_of
     )
     cands = _score(users, catalog, params, partitions=spark.sparkContext.defaultParallelism)
     return (

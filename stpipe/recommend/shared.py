@@ -5,8 +5,9 @@ and its ablations, in two variants, each fitting its fusion as of ``cutoff - val
 first. The feature frames and the catalogue (popularity, regions, Granger strengths and the
 item x item matrix, the costly part) depend only on the dates, the inputs and the options, not
 on which components are on, so a :class:`SharedWork` given to those calls computes each once;
-the fusion's training rows depend on the candidate sources too, and are shared by the ablations
-that switch the same sources on (e.g. `full` and `full_no_repeat`).
+the fusion's training rows are computed once with every candidate source on, each row marked with
+the sources that proposed it, and each ablation keeps the rows of its own sources (what it would
+compute alone: a candidate's scores do not depend on which sources are on).
 
 It is keyed by dates only: one instance must serve one set of inputs (orders, items, Granger
 statistics) and one set of options; the evaluation makes one per cutoff. The item embeddings may
@@ -36,7 +37,7 @@ FeatureFrames = Mapping[Table, DataFrame]
 
 class SharedWork:
     """Feature frames by as-of date, catalogues by (as-of, causal) date and the fusion's training
-    rows by (dates, variant, candidate sources), each computed on first use."""
+    rows by (encoder, dates, variant), each computed on first use."""
 
     def __init__(self) -> None:
         self._features: dict[dt.date, FeatureFrames] = {}
@@ -83,12 +84,16 @@ class SharedWork:
         self._encoders.append(embeddings)
         return len(self._encoders) - 1
 
-    def rows(self, key: Hashable, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-        """The fusion's training rows under ``key`` (dates, variant, candidate sources): every
-        component's score on those candidates, so ablations with the same sources share them."""
+    def rows(
+        self, key: Hashable, compute: Callable[[], pd.DataFrame], sources: frozenset[int]
+    ) -> pd.DataFrame:
+        """The fusion's training rows under ``key`` (encoder, dates, variant) that one of
+        ``sources`` (candidate source bit flags) proposed, in order: what a call with only those
+        sources on computes. ``compute`` gives every source's candidates with every score."""
         if key not in self._rows:
             self._rows[key] = compute()
-        return self._rows[key]
+        rows = self._rows[key]
+        return rows[(rows["proposed_by"].to_numpy(dtype=int) & sum(sources)) != 0].reset_index(drop=True)
 
     def close(self) -> None:
         """Release the cached feature frames, catalogues and rows."""
