@@ -113,8 +113,8 @@ class ScoreParams:
     k: int | None = 10  # None: every candidate with its features (fusion training)
     components: frozenset[str] = ALL_COMPONENTS
     # the components whose candidate sources are on (None: ``components``); fusion training scores
-    # every component on the candidates of every source, and each ablation keeps the rows its own
-    # sources proposed (``proposed_by``)
+    # every component on those candidates (the evaluation's shared training turns every source on
+    # and each ablation keeps the rows its own sources proposed, ``proposed_by``)
     sources_of: frozenset[str] | None = None
     allow_repeat: bool = True
     recent_items: int = 5
