@@ -99,7 +99,8 @@ def train_steps(args: argparse.Namespace, texts: list[str]) -> list[dict]:
             result = train(args.model_dir, folder, texts, pairs, pairs[:64], params)
         out.append({
             "train_layers": layers, "batch_size": args.train_batch, "steps": result["steps"],
-            "device": result["device"], "pairs_per_s": round(result["pairs_per_s"], 1),
+            "device": result["device"], "precision": result["precision"],
+            "pairs_per_s": round(result["pairs_per_s"], 1),
             "frozen_layers_cached": result["frozen_layers_cached"],
             "hard_negatives": params.hard_negatives,
         })

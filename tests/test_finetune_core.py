@@ -10,10 +10,12 @@ from udfs.contrastive_loss import candidate_masks, symmetric_mnrl
 from udfs.embed import Embedder, default_model_dir
 from udfs.finetune import (
     TrainParams,
+    cpu_has_amx,
     recall_at_k,
     set_trainable,
     state_digest,
     train,
+    uses_bf16,
 )
 from udfs.hard_negatives import HardNegatives
 
@@ -176,6 +178,26 @@ def test_same_seed_same_weights_and_frozen_layers_unchanged(trained, tmp_path):
     np.testing.assert_array_equal(base[key], tuned[next(k for k in tuned if k.endswith(name))])
     assert trained["best_step"] > 0  # the saved weights are tuned ones, not the base
     assert state_digest(trained["out_dir"]) != state_digest(default_model_dir())
+
+
+def test_precision_auto_is_bf16_on_a_gpu_and_on_an_amx_cpu():
+    assert uses_bf16("cpu", "bf16") and uses_bf16("cuda:0", "auto")
+    assert not uses_bf16("cuda:0", "fp32") and not uses_bf16("cpu", "fp32")
+    assert uses_bf16("cpu", "auto") == cpu_has_amx()
+
+
+def test_bf16_training_is_deterministic_and_not_the_fp32_one(tmp_path):
+    bf16 = TrainParams(**{**FAST.__dict__, "precision": "bf16"})
+    fp32 = TrainParams(**{**FAST.__dict__, "precision": "fp32"})
+    one = train(None, tmp_path / "one", TEXTS, TRAIN, VALID, bf16)
+    two = train(None, tmp_path / "two", TEXTS, TRAIN, VALID, bf16)
+    full = train(None, tmp_path / "fp32", TEXTS, TRAIN, VALID, fp32)
+    assert (one["precision"], full["precision"]) == ("bf16", "fp32")
+    assert state_digest(one["out_dir"]) == state_digest(two["out_dir"]) and one["curve"] == two["curve"]
+    # autocast took effect, and changed the steps' arithmetic only to bf16's precision
+    assert state_digest(one["out_dir"]) != state_digest(full["out_dir"])
+    np.testing.assert_allclose([v for _, v in one["curve"]], [v for _, v in full["curve"]], rtol=0.02)
+    assert one["before"] == full["before"]  # validation runs in float32 either way
 
 
 def test_tuned_folder_loads_in_sentence_transformers(trained):

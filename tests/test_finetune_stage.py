@@ -163,6 +163,13 @@ def test_unknown_encoder_is_a_config_error():
         replace(Settings(), **{"model.encoder": "newest"})
 
 
+def test_an_unknown_precision_is_a_config_error():
+    from stpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.finetune.precision: expected one of auto, bf16, fp32"):
+        replace(Settings(), **{"model.finetune.precision": "half"})
+
+
 def test_the_trainers_defaults_are_the_stages_defaults():
     # udfs cannot import the settings (data flows one way), so the trainer repeats their defaults
     # for direct callers (tests, bench); the stage passes every value from model.finetune

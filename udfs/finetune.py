@@ -58,6 +58,8 @@ class TrainParams:
     max_length: int = 64
     seed: int = 13
     threads: int = 1
+    # auto | bf16 | fp32: bf16 autocast of the training steps (see :func:`uses_bf16`)
+    precision: str = "auto"
     device: str = "cpu"
     k: int = 10
 
@@ -91,7 +93,7 @@ def encode_ids(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], device:
         for idx in length_batches([len(x) for x in ids], batch_size=batch_size, token_budget=8192):
             batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(device):
+            with _autocast(device, device.startswith("cuda")):
                 hidden = model(**batch).last_hidden_state
             out[torch.as_tensor(idx)] = mean_pool(hidden, batch["attention_mask"]).cpu()
     return out
@@ -113,12 +115,32 @@ def recall_at_k(vectors: Any, pairs: np.ndarray, k: int = 10) -> float:
     return float((top == targets[:, None]).any(dim=1).float().mean())
 
 
-def _autocast(device: str) -> Any:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later: bf16 matrix units)."""
     import torch
 
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def uses_bf16(device: str, precision: str) -> bool:
+    """Whether the training steps run under bf16 autocast: ``bf16`` always, ``fp32`` never,
+    ``auto`` on a GPU and on a CPU with AMX, where the matrix products of a step are faster in
+    bf16 (about 1.7x a step on 2 cores: README). Weights, optimiser and loss stay float32."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") or (device == "cpu" and cpu_has_amx())
+
+
+def _autocast(device: str, bf16: bool) -> Any:
+    import torch
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def _batches(n_pairs: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
@@ -151,6 +173,7 @@ def train(
 
     base = resolve_model_dir(model_dir)
     device, _ = pick_device(params.device)
+    bf16 = uses_bf16(device, params.precision)
     if len(train_pairs) < 2:
         raise ValueError(f"fine-tuning needs 2 or more training pairs, got {len(train_pairs)}")
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -198,15 +221,15 @@ def train(
         best_state = _trainable_state(model)
         curve: list[tuple[int, float]] = []
         evals: list[tuple[int, float]] = [(0, before)]
-        log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s%s; recall@%d before %.4f",
-                 len(train_pairs), len(steps), n_trainable, device,
+        log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s, %s%s; recall@%d before %.4f",
+                 len(train_pairs), len(steps), n_trainable, device, "bf16 autocast" if bf16 else "fp32",
                  ", frozen layers cached" if stack else "", params.k, before)
         t0 = time.perf_counter()
         t_interval, seen, losses = t0, 0, []
         model.train()
         for step, chunk in enumerate(steps, 1):
             pair = torch.as_tensor(train_pairs[chunk])
-            loss = _step_loss(model, tokenizer, ids, pair, params, device, stack, mined)
+            loss = _step_loss(model, tokenizer, ids, pair, params, device, stack, mined, bf16)
             loss.backward()
             optimiser.step()
             schedule.step()
@@ -245,6 +268,7 @@ def train(
         "planned_steps": len(steps), "seconds": seconds,
         "pairs_per_s": done * params.batch_size / max(seconds, 1e-9),
         "curve": curve, "evals": evals, "device": device, "out_dir": str(out_dir),
+        "precision": "bf16" if bf16 else "fp32",
         "frozen_layers_cached": stack is not None,
         "train_pairs": int(len(train_pairs)), "validation_pairs": int(len(valid_pairs)),
         "params": asdict(params),
@@ -253,7 +277,7 @@ def train(
 
 def _step_loss(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pair: Any,
                params: TrainParams, device: str, stack: FrozenStack | None,
-               mined: HardNegatives | None) -> Any:
+               mined: HardNegatives | None, bf16: bool = False) -> Any:
     """The loss of one batch of pairs (n, 2 item numbers), with one mined hard negative per
     item when ``mined`` is given; every distinct item of the batch is embedded once."""
     import torch
@@ -264,9 +288,9 @@ def _step_loss(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pair: A
     # negatives this is the same computation, in the same order, as before they existed
     wanted = torch.cat([pair.flatten(), *(torch.as_tensor(x) for x in negatives)])
     items, inverse = torch.unique(wanted, return_inverse=True)
-    with _autocast(device):
+    with _autocast(device, bf16):
         vectors = _pooled(model, tokenizer, ids, items.tolist(), device, stack)
-    vectors = vectors[inverse.to(device)]
+    vectors = vectors.float()[inverse.to(device)]  # the loss in float32 (a no-op without autocast)
     n = len(a)
     extra: dict[str, Any] = {}
     if mined is not None:
