@@ -17,7 +17,7 @@ from stpipe.schema import ITEMS, ORDERS_CLEAN
 from stpipe.stages import FINETUNE, run_stage
 from stpipe.stages.orchestrate import encoder_dir
 from udfs.embed import Embedder
-from udfs.finetune import TrainParams, state_digest, train
+from udfs.finetune import TrainParams, state_digest, train, uses_bf16
 
 AS_OF = dt.date(2024, 3, 1)
 COLOURS = ["red", "blue", "green", "white", "black"]
@@ -88,7 +88,7 @@ def fake_result(out_dir, before, after):
     return {"params": {"seed": 1}, "train_pairs": 10, "validation_pairs": 5,
             "curve": [(1, 2.0), (2, 1.5)], "evals": [(0, before), (2, after)],
             "before": before, "after": after, "pairs_per_s": 1.0, "seconds": 1.0,
-            "out_dir": str(out_dir)}
+            "out_dir": str(out_dir), "precision": "fp32"}
 
 
 def test_a_version_not_better_than_base_is_never_registered(warehouse, tmp_path, monkeypatch):
@@ -131,6 +131,7 @@ def test_stage_trains_through_torch_distributor_registers_and_embed_uses_it(
     first = run_stage(spark, settings, FINETUNE).details
     assert first["trained"] is True and first["reason"] == "no training yet"
     assert first["steps"] == 4 and first["device"] == "cpu"
+    assert first["precision"] == ("bf16" if uses_bf16("cpu", "auto") else "fp32")
     assert first["after"] > first["before"] and first["version"] == 1
     # same run date, nothing changed: reused; a new setting: trained again
     assert run_stage(spark, settings, FINETUNE).details["reason"] == "current"

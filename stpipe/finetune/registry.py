@@ -97,7 +97,8 @@ def log_training(
     now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     params = [Param(k, str(v)) for k, v in sorted(result["params"].items())]
     params += [Param("train_pairs", str(result["train_pairs"])),
-               Param("validation_pairs", str(result["validation_pairs"]))]
+               Param("validation_pairs", str(result["validation_pairs"])),
+               Param("precision_used", result["precision"])]
     metrics = [Metric("loss", loss, now, step) for step, loss in result["curve"]]
     metrics += [Metric("val_recall_at_10", value, now, step) for step, value in result["evals"]]
     metrics += [Metric(k, float(result[k]), now, 0) for k in ("before", "after", "pairs_per_s", "seconds")]

@@ -56,9 +56,9 @@ class FinetuneSettings:
     # torch threads of a CPU training: 1 gives the same weights for a seed run after run (tested);
     # more is faster. The training runs in its own torchrun process, not in a Spark task.
     threads: int = 1
-    # auto | bf16 | fp32: bf16 autocast of the training steps (weights, optimiser, loss and the
-    # validation stay float32). auto: on a GPU, and on a CPU with AMX matrix units (Intel Sapphire
-    # Rapids and later), where a step is about 1.7x faster; fp32 elsewhere (README: Fine-tuning).
+    # auto | bf16 | fp32: bf16 autocast of the training steps (weights, optimiser and loss stay
+    # float32). auto: on a GPU, and on a CPU with AMX matrix units (Intel Sapphire Rapids and
+    # later), where a training is about 1.5x faster; fp32 elsewhere (README: Fine-tuning).
     precision: str = "auto"
     # Name of the registered model in MLflow.
     registered_name: str = "stpipe-encoder"

@@ -115,7 +115,8 @@ def run(ctx: StageContext) -> StageResult:
         version = registry.log_training(warehouse, name=ft.registered_name, result=result, tags=tags)
     details = {"trained": True, "reason": reason, "version": version, "pairs": counts,
                "trained_on": "driver" if on_driver else "executor",
-               **{k: result[k] for k in ("before", "after", "steps", "seconds", "pairs_per_s", "device")}}
+               **{k: result[k] for k in ("before", "after", "steps", "seconds", "pairs_per_s", "device",
+                                         "precision")}}
     return StageResult(rows_in=len(pairs), rows_out=0, details=details)
 
 
