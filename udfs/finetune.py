@@ -278,7 +278,7 @@ def train(
 
 def _step_loss(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pair: Any,
                params: TrainParams, device: str, stack: FrozenStack | None,
-               mined: HardNegatives | None, bf16: bool = False) -> Any:
+               mined: HardNegatives | None, bf16: bool) -> Any:
     """The loss of one batch of pairs (n, 2 item numbers), with one mined hard negative per
     item when ``mined`` is given; every distinct item of the batch is embedded once."""
     import torch
