@@ -263,12 +263,14 @@ class EvaluateSettings:
     decay_days: float = 30.0
     als_ranks: list[int] = field(default_factory=lambda: [32, 64])
     als_reg_params: list[float] = field(default_factory=lambda: [0.01, 0.1])
-    als_alphas: list[float] = field(default_factory=lambda: [1.0, 10.0, 40.0])
+    als_alphas: list[float] = field(default_factory=lambda: [1.0, 10.0])
     als_max_iter: int = 10
     # EASE: the λ grid, the own-history weight grid (variant all), both chosen before the cutoff;
     # above ease_max_items history items the items x items inverse is skipped (model unavailable).
-    ease_l2s: list[float] = field(default_factory=lambda: [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0])
-    ease_history_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    ease_l2s: list[float] = field(
+        default_factory=lambda: [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0]
+    )
+    ease_history_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
     ease_max_items: int = 20000
     seed: int = 7
     # Sources also evaluated at the category level (all window buyers, cold ones included).

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import types as T
 
 from stpipe.evaluate import ease as E
-from stpipe.evaluate.context import EaseGrid, EvalContext
+from stpipe.evaluate.context import EaseGrid, EvalContext, warn_at_edge
 from stpipe.evaluate.runner import ModelUnavailable
 
 CUTOFF = dt.date(2024, 3, 1)
@@ -102,6 +102,29 @@ def test_tuning_picks_the_own_history_weight_when_users_rebuy(spark):
     ctx = _ctx(spark, ["u1"], tune_k=1, horizon_days=28, ease=EaseGrid(l2s=(1.0,), history_weights=(0.0, 4.0)))
     choice = E.tune_ease(hist, ctx)
     assert (choice["all"].weight, choice["all"].ndcg) == (4.0, 1.0)
+
+
+def test_a_choice_at_the_edge_of_its_grid_is_a_warning(spark, caplog):
+    # the rebuy history above: 4 wins (a leads), 0.5 loses (b's scaled 1 beats a's 0.5), so a
+    # grid of three that stops at 4 warns
+    rows = [("u1", "a", D(2024, 1, 10), "n"), ("u2", "a", D(2024, 1, 11), "n"),
+            ("u2", "b", D(2024, 1, 11), "n"), ("u3", "a", D(2024, 1, 12), "n"),
+            ("u3", "b", D(2024, 1, 12), "n"), ("u1", "a", D(2024, 2, 10), "n")]
+    hist = spark.createDataFrame(rows, HIST_SCHEMA)
+    ctx = _ctx(spark, ["u1"], tune_k=1, horizon_days=28,
+               ease=EaseGrid(l2s=(1.0,), history_weights=(0.0, 0.5, 4.0)))
+    with caplog.at_level("WARNING", logger="stpipe.evaluate"):
+        E.ease(hist, ctx)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["evaluate.ease_history_weights: the tuning chose 4, the largest value of the grid "
+                      "[0.0, 0.5, 4.0]; the best may lie beyond it"]
+    caplog.clear()
+    warn_at_edge("evaluate.als_alphas", (0.3, 1.0, 10.0), 1.0)  # inside the grid
+    warn_at_edge("evaluate.als_ranks", (32, 64), 64)  # two values: a choice, not a search
+    warn_at_edge("evaluate.ease_l2s (novel)", (100.0, 200.0, 500.0), 100.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "evaluate.ease_l2s (novel): the tuning chose 100, the smallest value of the grid "
+        "[100.0, 200.0, 500.0]; the best may lie beyond it"]
 
 
 def test_catalogue_above_the_limit_is_unavailable(spark, history):

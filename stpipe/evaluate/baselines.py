@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from stpipe.evaluate.context import AlsGrid, EvalContext, Model  # noqa: F401  (callers import them from here)
+from stpipe.evaluate.context import AlsGrid, EvalContext, Model, warn_at_edge  # noqa: F401  (callers import them from here)
 
 log = logging.getLogger("stpipe.evaluate")
 
@@ -326,6 +326,10 @@ def als(history: DataFrame, ctx: EvalContext) -> DataFrame:
     if fitted is None:
         rank, reg, alpha = tune_als(history, ctx)
         log.info("als: chose rank=%d regParam=%g alpha=%g", rank, reg, alpha)
+        for setting, grid, value in (("evaluate.als_ranks", ctx.als.ranks, rank),
+                                     ("evaluate.als_reg_params", ctx.als.reg_params, reg),
+                                     ("evaluate.als_alphas", ctx.als.alphas, alpha)):
+            warn_at_edge(setting, grid, value)
         ctx.cache["als_params"] = {"rank": rank, "reg_param": reg, "alpha": alpha}
         fitted = _fit_als_before(history, ctx, ctx.cutoff, rank=rank, reg=reg, alpha=alpha)
         ctx.cache["als_factors"] = fitted

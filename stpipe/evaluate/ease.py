@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stpipe.evaluate.baselines import Matrix, matrix_before, rank_users, to_spark
-from stpipe.evaluate.context import EvalContext
+from stpipe.evaluate.context import EvalContext, warn_at_edge
 from stpipe.evaluate.metrics import ndcg_at
 from stpipe.evaluate.runner import ModelUnavailable
 from udfs.ease import ease_weights
@@ -158,6 +158,11 @@ def _fitted(history: DataFrame, ctx: EvalContext) -> tuple[Matrix, dict[str, Eas
     if "ease_choice" not in ctx.cache:
         choice = tune_ease(history, ctx)
         log.info("ease: chose %s", choice)
+        for variant, chosen in choice.items():
+            if not np.isnan(chosen.ndcg):  # nan: no validation users, the first grid point
+                warn_at_edge(f"evaluate.ease_l2s ({variant})", ctx.ease.l2s, chosen.l2)
+        if not np.isnan(choice["all"].ndcg):
+            warn_at_edge("evaluate.ease_history_weights", ctx.ease.history_weights, choice["all"].weight)
         ctx.cache["ease_choice"] = choice
         ctx.cache["ease_params"] = {v: {"l2": c.l2, "history_weight": c.weight} for v, c in choice.items()}
         ctx.cache["ease_gram"] = gram_before(history, ctx, ctx.cutoff, matrix.items)
