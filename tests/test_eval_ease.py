@@ -57,12 +57,12 @@ def _closed_form(l2):
 
 
 def test_gram_counts_distinct_buyers_of_each_pair(spark, history):
-    gram = E.gram_matrix(spark, history, ITEMS)
+    gram = E.gram_matrix(history, ITEMS, users=("user_id",))
     # a: u1,u2; b: u1,u2,u3; c: u2,u3,u4; d: u4 (u1's second day of a counts once)
     expected = np.array([[2, 2, 1, 0], [2, 3, 2, 0], [1, 2, 3, 1], [0, 0, 1, 1]], dtype=float)
     np.testing.assert_array_equal(gram, expected)
     # an item outside the given order is ignored; the order sets rows and columns
-    np.testing.assert_array_equal(E.gram_matrix(spark, history, ["d", "a"]), [[1, 0], [0, 2]])
+    np.testing.assert_array_equal(E.gram_matrix(history, ["d", "a"], users=("user_id",)), [[1, 0], [0, 2]])
 
 
 def test_scale_rows_and_top_k_ties():

@@ -8,7 +8,7 @@ import pytest
 
 from stpipe.config import load_settings
 from stpipe.errors import ConfigError
-from stpipe.recommend.item_model import ease_neighbours, item_gram, item_neighbours
+from stpipe.recommend.item_model import ease_neighbours, gram_matrix, item_neighbours
 from stpipe.recommend.signals import history_before, item_cooccurrence
 from stpipe.schema import ORDERS_CLEAN
 from tests.test_ease import ridge_per_column
@@ -24,23 +24,24 @@ def lines(spark):
 
 
 def test_the_gram_counts_distinct_buyers_of_each_pair_before_the_as_of_date(spark):
-    got = {(r.item_id, r.other_id): r.buyers for r in item_gram(lines(spark)).collect()}
-    expected = {(ITEMS[i], ITEMS[j]): float(v) for (i, j), v in np.ndenumerate(X.T @ X) if v}
-    assert got == expected  # e.g. (a, a) 2 buyers, (a, c) 1, (b, b) 3
+    # e.g. (a, a) 2 buyers, (a, c) 1, (b, b) 3
+    np.testing.assert_array_equal(gram_matrix(lines(spark), ITEMS), X.T @ X)
+    # the order of the items sets rows and columns; an item left out is ignored
+    np.testing.assert_array_equal(gram_matrix(lines(spark), ["c", "a"]), [[2, 1], [1, 2]])
 
 
 @pytest.mark.parametrize("scale", [0.3, 2.0])
 def test_ease_rows_are_the_positive_ridge_weights_of_each_bought_item(spark, scale):
-    gram = item_gram(lines(spark)).toPandas()
+    gram = gram_matrix(lines(spark), ITEMS)
     l2 = scale * 7.0 / 3.0  # mean buyers per item: (2 + 3 + 2) / 3
     b = ridge_per_column(X, l2)  # b[j, k]: weight of bought item j in predicting item k
     expected = {(ITEMS[j], ITEMS[k]): b[j, k] for j in range(3) for k in range(3) if j != k and b[j, k] > 0}
-    got = ease_neighbours(gram, l2_scale=scale, neighbours=2)
+    got = ease_neighbours(gram, ITEMS, l2_scale=scale, neighbours=2)
     assert set(zip(got.item_id, got.other_id, strict=True)) == set(expected)
     for row in got.itertuples():
         assert row.similarity == pytest.approx(expected[(row.item_id, row.other_id)], abs=1e-9)
     # one kept per item: each item's largest positive weight only
-    top1 = ease_neighbours(gram, l2_scale=scale, neighbours=1)
+    top1 = ease_neighbours(gram, ITEMS, l2_scale=scale, neighbours=1)
     for item, part in got.groupby("item_id"):
         best = part.sort_values(["similarity", "other_id"], ascending=[False, True]).iloc[0]
         kept = top1[top1.item_id == item]

@@ -23,40 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from stpipe.evaluate.baselines import Matrix, matrix_before, rank_users, to_spark
 from stpipe.evaluate.context import EvalContext, warn_at_edge
 from stpipe.evaluate.metrics import ndcg_at
 from stpipe.evaluate.runner import ModelUnavailable
+from stpipe.recommend.item_model import gram_matrix
 from udfs.ease import ease_weights
 
 log = logging.getLogger("stpipe.evaluate")
-
-
-def gram_matrix(spark: SparkSession, history: DataFrame, items: Sequence[Any]) -> np.ndarray:
-    """``XᵀX`` of the binary user x ``items`` matrix (rows and columns in ``items`` order): the
-    number of distinct users who bought both items, in Spark; items not in ``items`` are ignored."""
-    index = spark.createDataFrame([(str(i), n) for n, i in enumerate(items)], "item_id string, idx int")
-    bought = (
-        history.select("user_id", "item_id").distinct()
-        .join(F.broadcast(index), "item_id")
-        .select("user_id", "idx")
-    )
-    # one half of the symmetric matrix (i <= j) is enough: half the pairs to shuffle
-    pairs = (
-        bought.alias("a").join(bought.alias("b"), "user_id")
-        .where(F.col("a.idx") <= F.col("b.idx"))
-        .groupBy(F.col("a.idx").alias("i"), F.col("b.idx").alias("j"))
-        .agg(F.count(F.lit(1)).alias("n"))
-        .toPandas()
-    )
-    gram = np.zeros((len(items), len(items)))
-    i, j, n = pairs.i.to_numpy(int), pairs.j.to_numpy(int), pairs.n.to_numpy(float)
-    gram[i, j] = n
-    gram[j, i] = n
-    return gram
 
 
 def gram_before(history: DataFrame, ctx: EvalContext, day: dt.date, items: Sequence[Any]) -> np.ndarray:
@@ -66,7 +43,7 @@ def gram_before(history: DataFrame, ctx: EvalContext, day: dt.date, items: Seque
     last = ctx.shared.get("ease_gram")
     if last is not None and last[0] == day and list(last[1]) == list(items):
         return last[2]
-    gram = gram_matrix(ctx.spark, history.where(F.col("day") < F.lit(day)), items)
+    gram = gram_matrix(history.where(F.col("day") < F.lit(day)), items, users=("user_id",))
     ctx.shared["ease_gram"] = (day, list(items), gram)
     return gram
 

@@ -16,6 +16,7 @@ item, so a shop with ten times the buyers gets ten times the regularisation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,37 +30,50 @@ from udfs.ease import ease_memory_bytes, ease_weights
 log = logging.getLogger("stpipe.recommend")
 
 
-def item_gram(lines: DataFrame) -> DataFrame:
-    """(item_id, other_id, buyers): distinct (source, user) buying both items, diagonal included."""
-    require_columns(lines, ["source", "user_id", "item_id"], where="item model input")
-    bought = lines.select("source", "user_id", "item_id").distinct()
-    a, b = bought.alias("a"), bought.alias("b")
-    return (
-        a.join(b, (F.col("a.source") == F.col("b.source")) & (F.col("a.user_id") == F.col("b.user_id")))
-        .groupBy(F.col("a.item_id").alias("item_id"), F.col("b.item_id").alias("other_id"))
-        .agg(F.count(F.lit(1)).cast("double").alias("buyers"))
+def gram_matrix(
+    lines: DataFrame, items: Sequence[str], users: Sequence[str] = ("source", "user_id")
+) -> np.ndarray:
+    """``XᵀX`` of the binary user x ``items`` matrix, rows and columns in ``items`` order: the
+    number of distinct users (``users`` columns) who bought both items, diagonal included. Counted
+    in Spark over item numbers, one half of the symmetric matrix (i <= j: half the pairs to
+    shuffle); items not in ``items`` are ignored."""
+    require_columns(lines, [*users, "item_id"], where="item model input")
+    spark = lines.sparkSession
+    index = spark.createDataFrame([(str(i), n) for n, i in enumerate(items)], "item_id string, idx int")
+    bought = (
+        lines.select(*users, "item_id").distinct()
+        .join(F.broadcast(index), "item_id")
+        .select(*users, "idx")
     )
+    pairs = (
+        bought.alias("a").join(bought.alias("b"), list(users))
+        .where(F.col("a.idx") <= F.col("b.idx"))
+        .groupBy(F.col("a.idx").alias("i"), F.col("b.idx").alias("j"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .toPandas()
+    )
+    gram = np.zeros((len(items), len(items)))
+    i, j, n = pairs.i.to_numpy(int), pairs.j.to_numpy(int), pairs.n.to_numpy(float)
+    gram[i, j] = n
+    gram[j, i] = n
+    return gram
 
 
 def ease_neighbours(
-    gram: pd.DataFrame, *, l2_scale: float, neighbours: int
+    gram: np.ndarray, items: Sequence[str], *, l2_scale: float, neighbours: int
 ) -> pd.DataFrame:
     """EASE weights as sparse rows: per history item, its ``neighbours`` largest positive weights.
 
-    ``gram`` holds (item_id, other_id, buyers) with the diagonal. Returns (item_id, other_id,
-    similarity) in the layout of :data:`stpipe.recommend.signals.COOCCURRENCE`: row ``item_id``
-    is the item a user bought, ``other_id`` the item it points at (ties: other_id ascending).
+    ``gram`` is :func:`gram_matrix` of ``items``. Returns (item_id, other_id, similarity) in the
+    layout of :data:`stpipe.recommend.signals.COOCCURRENCE`: row ``item_id`` is the item a user
+    bought, ``other_id`` the item it points at (ties: the earlier item of ``items``).
     """
-    items = np.array(sorted(set(gram.item_id) | set(gram.other_id)), dtype=object)
+    items = np.asarray(items, dtype=object)
     if len(items) == 0:
         return pd.DataFrame({"item_id": [], "other_id": [], "similarity": []})
-    rows = np.searchsorted(items, gram.item_id.to_numpy(dtype=object))
-    cols = np.searchsorted(items, gram.other_id.to_numpy(dtype=object))
-    dense = np.zeros((len(items), len(items)))
-    dense[rows, cols] = gram.buyers.to_numpy(dtype=float)
-    l2 = float(l2_scale) * float(np.diag(dense).mean())
+    l2 = float(l2_scale) * float(np.diag(gram).mean())
     # rounded before ranking, so that equal weights tie by other_id and not by float noise
-    weights = np.round(ease_weights(dense, max(l2, 1e-9)), 12)
+    weights = np.round(ease_weights(gram, max(l2, 1e-9)), 12)
     keep = min(int(neighbours), len(items) - 1)
     out_rows, out_cols, out_vals = [], [], []
     if keep > 0:
@@ -101,10 +115,10 @@ def item_neighbours(
     ``lines`` are the order lines before the as-of date (:func:`signals.history_before`).
     """
     if model == "ease":
-        n_items = lines.select("item_id").distinct().count()
-        if ease_fits(n_items, max_items):
+        items = sorted(r.item_id for r in lines.select("item_id").distinct().collect())
+        if ease_fits(len(items), max_items):
             return ease_neighbours(
-                item_gram(lines).toPandas(), l2_scale=l2_scale, neighbours=ease_neighbours_kept
+                gram_matrix(lines, items), items, l2_scale=l2_scale, neighbours=ease_neighbours_kept
             )
     return signals.item_cooccurrence(
         lines, half_life_days=half_life_days, neighbours=cooc_neighbours

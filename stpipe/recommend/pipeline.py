@@ -173,17 +173,9 @@ def history_lines(orders: DataFrame, *, as_of: dt.date, opts: RecommendOptions) 
 
 
 def _signals(
-    orders: DataFrame,
-    items: DataFrame,
-    item_embeddings: DataFrame,
-    granger_stats: DataFrame | None,
-    features: FeatureFrames | None,
-    *,
-    as_of: dt.date,
-    causal_date: dt.date,
-    opts: RecommendOptions,
-    with_cooc: bool,
-    shared: SharedWork | None,
+    orders: DataFrame, items: DataFrame, item_embeddings: DataFrame, granger_stats: DataFrame | None,
+    features: FeatureFrames | None, *, as_of: dt.date, causal_date: dt.date, opts: RecommendOptions,
+    with_cooc: bool, shared: SharedWork | None,
 ) -> tuple[FeatureFrames, Catalog]:
     """The feature frames (``features`` when given) and the catalogue as of ``as_of``; through
     ``shared`` when given, so that each date's are computed once."""
@@ -204,6 +196,22 @@ def _signals(
     if shared is None:
         return features, catalog()
     return features, shared.catalog(as_of, causal_date, with_cooc, catalog, embeddings=item_embeddings)
+
+
+def _histories(
+    orders: DataFrame, features: FeatureFrames, *, as_of: dt.date, opts: RecommendOptions,
+    shared: SharedWork | None,
+) -> DataFrame:
+    """Every user's history as of ``as_of`` (:func:`signals.user_histories` of
+    :func:`history_lines`); through ``shared`` when given, so that each date's is computed once."""
+    def compute() -> DataFrame:
+        return signals.user_histories(
+            history_lines(orders, as_of=as_of, opts=opts), half_life_days=opts.recency_half_life_days,
+            timezone=opts.timezone, user_space=features[USER_SPACE_FEATURES],
+            recent_half_life_days=opts.recent_half_life_days,
+        )
+
+    return compute() if shared is None else shared.histories(as_of, compute)
 
 
 def _score(
@@ -262,8 +270,9 @@ def train_fusion(
     )
 
     def rows_of(sources_of: frozenset[str]) -> pd.DataFrame:
+        histories = _histories(orders, features, as_of=as_of, opts=opts, shared=shared)
         return _training_rows(
-            spark, orders, catalog, features, as_of=as_of, run_date=run_date, sources_of=sources_of,
+            spark, orders, catalog, histories, as_of=as_of, run_date=run_date, sources_of=sources_of,
             opts=opts,
         )
 
@@ -288,13 +297,12 @@ def train_fusion(
 
 
 def _training_rows(
-    spark: SparkSession, orders: DataFrame, catalog: Catalog, features: FeatureFrames, *,
+    spark: SparkSession, orders: DataFrame, catalog: Catalog, histories: DataFrame, *,
     as_of: dt.date, run_date: dt.date, sources_of: frozenset[str], opts: RecommendOptions,
 ) -> pd.DataFrame:
     """The fusion's training rows: every candidate (of ``sources_of``' candidate sources) of the
     sampled users who bought in [as_of, run_date), with every component's score, the sources that
     proposed it (``proposed_by``) and the label (bought then or not), ordered by user and item."""
-    lines = history_lines(orders, as_of=as_of, opts=opts)
     # the labels: lines in [as_of, run_date), the validation_days before the run date
     later = signals.history_before(
         orders, as_of=run_date, timezone=opts.timezone, days=(run_date - as_of).days
@@ -302,10 +310,7 @@ def _training_rows(
     key = ["source", "user_id"]
     labels = later.select(*key, "item_id").distinct().withColumn("label", F.lit(1.0))
     buyers = later.select(*key).distinct()
-    users = signals.user_histories(
-        lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
-        user_space=features[USER_SPACE_FEATURES], recent_half_life_days=opts.recent_half_life_days,
-    ).join(buyers, key, "left_semi")
+    users = histories.join(buyers, key, "left_semi")
     chosen = [(r["source"], r["user_id"]) for r in users.select(*key).collect()]
     chosen = sorted(chosen, key=lambda su: (_sample_rank(su[1], opts.seed), su))[: opts.fusion_max_users]
     columns = [*key, "item_id", *[f"{f}_score" for f in FEATURES], "proposed_by", "label"]
@@ -372,15 +377,11 @@ def recommend(
         orders, items, item_embeddings, granger_stats, features, as_of=run_date,
         causal_date=run_date, opts=opts, with_cooc="cooc" in components, shared=shared,
     )
-    lines = history_lines(orders, as_of=run_date, opts=opts)
-    users = signals.user_histories(
-        lines, half_life_days=opts.recency_half_life_days, timezone=opts.timezone,
-        user_space=features[USER_SPACE_FEATURES], recent_half_life_days=opts.recent_half_life_days,
-    )
+    users = _histories(orders, features, as_of=run_date, opts=opts, shared=shared)
+    sources = [r["source"] for r in users.select("source").distinct().collect()]
     if only_users is not None:
         wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")
         users = users.join(wanted, "user_id", "left_semi")
-    sources = [r["source"] for r in lines.select("source").distinct().collect()]
     users = users.unionByName(signals.cold_start_templates(users, sources, catalog.regions))
     scored = _score(
         users, catalog, _params(opts, weights, components, opts.k),

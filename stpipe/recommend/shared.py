@@ -2,9 +2,10 @@
 
 An evaluation calls the recommender many times on the same inputs as of the same cutoff: `full`
 and its ablations, in two variants, each fitting its fusion as of ``cutoff - validation_days``
-first. The feature frames and the catalogue (popularity, regions, Granger strengths and the
-item x item matrix, the costly part) depend only on the dates, the inputs and the options, not
-on which components are on, so a :class:`SharedWork` given to those calls computes each once;
+first. The feature frames, the users' histories and the catalogue (popularity, regions, Granger
+strengths and the item x item matrix, the costly part) depend only on the dates, the inputs and
+the options, not on which components are on, so a :class:`SharedWork` given to those calls
+computes each once;
 the fusion's training rows are computed once with every candidate source on, each row marked with
 the sources that proposed it, and each ablation keeps the rows of its own sources (what it would
 compute alone: a candidate's scores do not depend on which sources are on).
@@ -36,8 +37,8 @@ FeatureFrames = Mapping[Table, DataFrame]
 
 
 class SharedWork:
-    """Feature frames by as-of date, catalogues by (as-of, causal) date and the fusion's training
-    rows by (encoder, dates, variant), each computed on first use."""
+    """Feature frames and user histories by as-of date, catalogues by (as-of, causal) date and the
+    fusion's training rows by (encoder, dates, variant), each computed on first use."""
 
     def __init__(self) -> None:
         self._features: dict[dt.date, FeatureFrames] = {}
@@ -46,6 +47,7 @@ class SharedWork:
         self._built_with: dict[tuple[dt.date, dt.date, bool], DataFrame] = {}
         self._encoders: list[DataFrame] = []  # embedding frames seen, by identity
         self._vectors: dict[tuple[int, tuple[dt.date, dt.date, bool]], np.ndarray] = {}
+        self._histories: dict[dt.date, DataFrame] = {}
 
     def features(self, as_of: dt.date, compute: Callable[[], FeatureFrames]) -> FeatureFrames:
         """The feature frames as of ``as_of``, cached in Spark (read by several calls)."""
@@ -76,6 +78,13 @@ class SharedWork:
             self._vectors[own] = aligned_vectors(embeddings, catalog)
         return dataclasses.replace(catalog, embeddings=self._vectors[own])
 
+    def histories(self, as_of: dt.date, compute: Callable[[], DataFrame]) -> DataFrame:
+        """The users' histories as of ``as_of`` (every user, before any subset), cached in Spark:
+        each call as of that date scores or labels from the same ones."""
+        if as_of not in self._histories:
+            self._histories[as_of] = compute().cache()
+        return self._histories[as_of]
+
     def encoder(self, embeddings: DataFrame) -> int:
         """A number for this embedding frame (by identity), for keys that depend on the vectors."""
         for number, known in enumerate(self._encoders):
@@ -100,7 +109,10 @@ class SharedWork:
         for frames in self._features.values():
             for df in frames.values():
                 df.unpersist()
+        for df in self._histories.values():
+            df.unpersist()
         self._features.clear()
+        self._histories.clear()
         self._catalogs.clear()
         self._rows.clear()
         self._built_with.clear()
