@@ -268,7 +268,7 @@ class EvaluateSettings:
     # EASE: the λ grid, the own-history weight grid (variant all), both chosen before the cutoff;
     # above ease_max_items history items the items x items inverse is skipped (model unavailable).
     ease_l2s: list[float] = field(
-        default_factory=lambda: [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0]
+        default_factory=lambda: [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0]
     )
     ease_history_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
     ease_max_items: int = 20000

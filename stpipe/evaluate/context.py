@@ -28,7 +28,7 @@ class EaseGrid:
     """EASE's λ grid, the weight grid of the user's own decayed history (variant `all`), and the
     largest catalogue whose items x items inverse is computed on the driver."""
 
-    l2s: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0)
+    l2s: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0)
     history_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     max_items: int = 20000
 
