@@ -1,5 +1,5 @@
-"""SharedWork: the evaluation's recommender calls compute each date's features and catalogue
-once, and get exactly the lists they would get alone."""
+"""SharedWork: the evaluation's recommender calls compute each date's features, users' histories
+and catalogue once, and get exactly the lists they would get alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import datetime as dt
 import pandas as pd
 
 from stpipe import catalogue, tables
-from stpipe.recommend import RecommendOptions, pipeline, recommend, train_fusion
+from stpipe.recommend import RecommendOptions, pipeline, recommend, signals, train_fusion
 from stpipe.recommend.shared import SharedWork
 from tests.test_recommend import RUN_DATE, tiny_warehouse_at
 from udfs.score import FEATURES
@@ -37,8 +37,10 @@ def test_each_date_is_computed_once_and_a_cooc_catalogue_serves_both(spark):
     got = work.features(AS_OF, lambda: {catalogue.ITEMS: frame})
     assert got[catalogue.ITEMS].is_cached
     assert work.features(AS_OF, lambda: {}) is got
+    histories = work.histories(AS_OF, lambda: spark.range(2))
+    assert histories.is_cached and work.histories(AS_OF, lambda: spark.range(5)) is histories
     work.close()
-    assert not got[catalogue.ITEMS].is_cached
+    assert not got[catalogue.ITEMS].is_cached and not histories.is_cached
     assert work.catalog(AS_OF, RUN_DATE, True, compute("after close")) == "after close"
 
 
@@ -64,6 +66,13 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
         return real(*args, **kw)
 
     monkeypatch.setattr(pipeline, "load_catalog", counting)
+    histories, real_histories = [], signals.user_histories
+
+    def counting_histories(*args, **kw):
+        histories.append(1)
+        return real_histories(*args, **kw)
+
+    monkeypatch.setattr(signals, "user_histories", counting_histories)
     component_sets = [
         {"bert", "time", "space", "history", "repeat", "reach", "rebuy", "cooc"},
         {"time", "space", "history", "repeat"},  # no cooc: served by the catalogue with it
@@ -79,7 +88,9 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
 
     alone = lists()
     assert len(built) == 2 * len(component_sets)  # fusion training date and run date, each call
+    assert len(histories) == 2 * len(component_sets)  # the users' histories likewise
     built.clear()
+    histories.clear()
     work = SharedWork()
     try:
         together = lists(shared=work)
@@ -87,6 +98,7 @@ def test_shared_calls_equal_separate_ones_with_fewer_catalogues(spark, tmp_path,
         work.close()
     train_date = RUN_DATE - dt.timedelta(days=20)
     assert built == [(train_date, True), (RUN_DATE, True)]  # the first call's, reused after
+    assert len(histories) == 2  # one per date
     for a, b in zip(alone, together, strict=True):
         pd.testing.assert_frame_equal(a, b)
     assert not alone[0].equals(alone[1])  # the component sets do give different lists

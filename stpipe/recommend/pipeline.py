@@ -378,7 +378,9 @@ def recommend(
         causal_date=run_date, opts=opts, with_cooc="cooc" in components, shared=shared,
     )
     users = _histories(orders, features, as_of=run_date, opts=opts, shared=shared)
-    sources = [r["source"] for r in users.select("source").distinct().collect()]
+    # the sources: from the shared (cached) histories, else from the lines (a lighter job)
+    of = users if shared is not None else history_lines(orders, as_of=run_date, opts=opts)
+    sources = [r["source"] for r in of.select("source").distinct().collect()]
     if only_users is not None:
         wanted = spark.createDataFrame([(str(u),) for u in sorted(set(only_users))], "user_id string")
         users = users.join(wanted, "user_id", "left_semi")
