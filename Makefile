@@ -46,7 +46,8 @@ DRIVER_MEMORY ?= 4g
 SPARK_SUBMIT_FLAGS = --master $(MASTER) --driver-memory $(DRIVER_MEMORY) --jars $(DELTA_JARS) \
 	--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
 	--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-	--conf spark.sql.session.timeZone=UTC
+	--conf spark.sql.session.timeZone=UTC \
+	$(if $(wildcard .jars/spark-classes.jsa),--driver-java-options -XX:SharedArchiveFile=$(abspath .jars/spark-classes.jsa))
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
 JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
 EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
@@ -70,8 +71,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv, install the project, fetch Delta Lake's jars (once)
+setup: $(VENV)/.installed ## create .venv, install the project, fetch Delta Lake's jars, make the JVM's class archive (once)
 	@$(PYTHON) -m stpipe.jars --config $(CONFIG)
+	@$(PYTHON) -m stpipe.jvm_archive --config $(CONFIG)
 
 run: setup ## run the whole pipeline on the embedded default (SOURCE=olist INPUT=... for real data)
 	$(PYTHON) -m jobs.nightly $(JOB_ARGS) $(INGEST_ARGS)

@@ -7,6 +7,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from stpipe import jvm_archive
 from stpipe.config import SparkSettings
 from stpipe.jars import jar_paths
 
@@ -17,6 +18,7 @@ LOCAL_DEFAULTS = {
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
     "spark.databricks.delta.snapshotPartitions": "2",
 }
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def build_session(settings: SparkSettings, *, app_name: str | None = None) -> SparkSession:
@@ -27,9 +29,19 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    submitted = _submitted_with_master()
     builder = SparkSession.builder.appName(app_name or settings.app_name)
-    if not _submitted_with_master():
+    if not submitted:
         builder = builder.master(settings.master)
+    for key, value in session_conf(settings, submitted=submitted).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    return spark
+
+
+def session_conf(settings: SparkSettings, *, submitted: bool) -> dict[str, str]:
+    """The session's Spark settings; ``submitted``: the JVM was started by ``spark-submit``."""
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -39,18 +51,20 @@ def build_session(settings: SparkSettings, *, app_name: str | None = None) -> Sp
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
-    if settings.master.startswith("local") and not _submitted_with_master():
+    if submitted:
+        # The JVM is already running: the master, --jars and its options came from the command line.
+        return {**conf, **settings.conf}
+    if settings.master.startswith("local"):
         conf.update(LOCAL_DEFAULTS)
-    if not _submitted_with_master():
-        # Under spark-submit the jars came with --jars (they must be on the JVM's
-        # classpath at start); in a plain Python process the builder starts the JVM.
-        conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings.jars_dir))
+    # In a plain Python process the builder starts the JVM: Delta's jars must be on it from
+    # the start, and the class archive setup made (if any) saves seconds of its start-up.
+    conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings.jars_dir))
     conf.update(settings.conf)
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(settings.log_level)
-    return spark
+    archive = jvm_archive.java_options(settings.jars_dir)
+    if archive:
+        own = conf.get(DRIVER_JAVA_OPTIONS, "")
+        conf[DRIVER_JAVA_OPTIONS] = f"{own} {archive}".strip()
+    return conf
 
 
 def _submitted_with_master() -> bool:
