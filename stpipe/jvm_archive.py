@@ -48,8 +48,11 @@ def stamp() -> str:
     """What the archive depends on: the JVM build, pyspark's and Delta's versions."""
     import pyspark
 
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
-    text = f"{java.stderr.strip()}\npyspark {pyspark.__version__}\ndelta {DELTA_VERSION}\n"
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False).stderr
+    except OSError as exc:  # no java on PATH: Spark will say so; the archive is then never current
+        java = str(exc)
+    text = f"{java.strip()}\npyspark {pyspark.__version__}\ndelta {DELTA_VERSION}\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
