@@ -13,8 +13,6 @@ from stpipe.config import SparkSettings
 from stpipe.jars import jar_name, required_jars
 from stpipe.session import DRIVER_JAVA_OPTIONS, session_conf
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _jars_dir(tmp_path: Path, *, archive: bool) -> str:
     for _, artifact, version in required_jars():
