@@ -88,18 +88,16 @@ def build(jars_dir: str) -> Path:
 def _workload(scratch: str) -> None:
     """What every job's driver loads: a Delta write, read and history, SQL with a join and a
     window, Arrow in both directions and a pandas UDF."""
-    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    spark = (
-        SparkSession.builder.appName("stpipe-jvm-archive")
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
+    from stpipe.config import SparkSettings
+    from stpipe.session import build_session  # here: stpipe.session imports this module
+
+    # the session every job builds (under spark-submit: its Delta, Arrow and time zone settings)
+    spark = build_session(
+        SparkSettings(shuffle_partitions=2, log_level="ERROR"), app_name="stpipe-jvm-archive"
     )
-    spark.sparkContext.setLogLevel("ERROR")
     lines = spark.createDataFrame(pd.DataFrame({
         "user_id": [f"u{i % 7}" for i in range(200)], "item_id": [f"i{i % 13}" for i in range(200)],
         "day": pd.date_range("2024-01-01", periods=200, freq="h").date, "qty": range(200),
