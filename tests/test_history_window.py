@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from stpipe import catalogue, tables
-from stpipe.config import Settings, replace
+from stpipe.config import FeatureSettings, Settings, replace
 from stpipe.errors import ConfigError
-from stpipe.recommend import RecommendOptions, recommend
+from stpipe.features.common import prune_order_dates
+from stpipe.recommend import RecommendOptions, lines_read, recommend
 from stpipe.recommend.embeddings import user_embeddings
 from stpipe.recommend.signals import history_before
 from stpipe.schema import ORDERS_CLEAN
@@ -123,3 +124,30 @@ def test_user_embeddings_use_the_window(spark, shops):
     np.testing.assert_array_equal(np.stack(bounded["embedding"]), np.stack(reference["embedding"]))
     # unbounded, each user has the old items too (i09, i10, i11 where not bought lately)
     assert (users(old, None)["n_items"] > reference["n_items"]).any()
+
+
+def test_the_recommend_stages_slice_of_the_orders_holds_every_line_it_reads(spark, shops):
+    """The recommend stage keeps ``lines_read`` in memory and reads only those: that must hold
+    the features' window as well when it is the longer one (here 700 days, which reach the old
+    lines, against the recommender's 365)."""
+    _, old = shops
+    opts = dataclasses.replace(
+        RecommendOptions(), history_days=365, validation_days=20,
+        features=dataclasses.replace(FeatureSettings(), history_days=700),
+    )
+    read = lambda name: tables.read(spark, old, name)  # noqa: E731
+
+    def lists_of(orders) -> pd.DataFrame:
+        recs = recommend(
+            spark, orders=orders, items=read(catalogue.ITEMS.name),
+            item_embeddings=read(catalogue.ITEM_EMBEDDINGS.name), run_date=RUN_DATE, k=5, opts=opts,
+        ).toPandas()
+        return recs.sort_values(["user_id", "region", "rank"]).reset_index(drop=True)
+
+    orders = read(catalogue.ORDERS_CLEAN.name)
+    whole = lists_of(orders)
+    pd.testing.assert_frame_equal(lists_of(lines_read(orders, run_date=RUN_DATE, opts=opts)), whole)
+    # the recommender's own window alone would lose lines the features read (the test can fail)
+    short = prune_order_dates(orders, before=RUN_DATE, days=opts.validation_days + opts.history_days)
+    cols = ["user_id", "item_id", "score"]
+    assert not lists_of(short)[cols].equals(whole[cols])

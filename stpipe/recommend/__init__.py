@@ -2,7 +2,7 @@
 
 from stpipe.recommend.pipeline import (
     RecommendOptions,
-    features_on,
+    lines_read,
     normalise_components,
     recommend,
     train_fusion,
@@ -10,7 +10,7 @@ from stpipe.recommend.pipeline import (
 
 __all__ = [
     "RecommendOptions",
-    "features_on",
+    "lines_read",
     "normalise_components",
     "recommend",
     "train_fusion",

@@ -29,11 +29,11 @@ from stpipe.catalogue import (
     RECOMMENDATIONS,
     REGION_ITEM_FEATURES,
     USER_SPACE_FEATURES,
-    Table,
 )
 from stpipe.config import FeatureSettings, RecommendSettings
 from stpipe.errors import InputError
 from stpipe.features.build import features_as_of
+from stpipe.features.common import prune_order_dates
 from stpipe.recommend import signals
 from stpipe.recommend.catalog import build_catalog
 from stpipe.recommend.fusion import FusionFit, fit_fusion
@@ -102,10 +102,8 @@ class RecommendOptions(RecommendSettings):
         return cls(**dataclasses.asdict(recommend_settings), features=features or FeatureSettings())
 
 
-def feature_frames_for(
-    orders: DataFrame, items: DataFrame, features: FeatureFrames | None, *, as_of: dt.date,
-    opts: RecommendOptions,
-) -> FeatureFrames:
+def feature_frames_for(orders: DataFrame, items: DataFrame, features: FeatureFrames | None, *,
+                       as_of: dt.date, opts: RecommendOptions) -> FeatureFrames:
     """``features`` when given (the tables of the as-of date), else computed as of ``as_of``."""
     if features is not None:
         return features
@@ -165,6 +163,14 @@ def load_catalog(
         trend_ratio=opts.trend_ratio, max_region_candidates=max(opts.candidates_popular, 1),
         rebuy_prior_buyers=opts.rebuy_prior_buyers,
     )
+
+
+def lines_read(orders: DataFrame, *, run_date: dt.date, opts: RecommendOptions) -> DataFrame:
+    """The order lines (whole ``order_date`` partitions) a run for ``run_date`` can read: the
+    fusion's labels (``validation_days`` before it) and before them the longer of the recommender's
+    and the features' history windows. A superset: each reader applies its own bounds."""
+    days = opts.validation_days + max(opts.history_days, opts.features.history_days)
+    return prune_order_dates(orders, before=run_date, days=days)
 
 
 def history_lines(orders: DataFrame, *, as_of: dt.date, opts: RecommendOptions) -> DataFrame:
@@ -390,9 +396,3 @@ def recommend(
         partitions=spark.sparkContext.defaultParallelism,
     )
     return select_schema(scored.withColumn("run_date", F.lit(run_date)), RECOMMENDATIONS.schema)
-
-
-def features_on(run_date: dt.date, frames: FeatureFrames) -> dict[Table, DataFrame]:
-    """The slices of feature tables (all run dates) that belong to ``run_date``."""
-    return {t: df.where(F.col("run_date") == F.lit(run_date)) for t, df in frames.items()}
-
