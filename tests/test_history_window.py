@@ -24,6 +24,7 @@ from stpipe.recommend.signals import history_before
 from stpipe.schema import ORDERS_CLEAN
 from stpipe.settings_checks import check_values
 from tests.test_recommend import RUN_DATE, tiny_orders, tiny_warehouse_at
+from udfs.score import FEATURES
 
 UTC = dt.timezone.utc
 AS_OF = dt.date(2024, 3, 1)
@@ -141,9 +142,12 @@ def test_the_recommend_stages_slice_of_the_orders_holds_every_line_it_reads(spar
         recs = recommend(
             spark, orders=orders, items=read(catalogue.ITEMS.name),
             item_embeddings=read(catalogue.ITEM_EMBEDDINGS.name), run_date=RUN_DATE, k=5, opts=opts,
+            weights=weights,
         ).toPandas()
         return recs.sort_values(["user_id", "region", "rank"]).reset_index(drop=True)
 
+    # fixed weights (the fusion's training reads the same lines; the check is on the lists)
+    weights = {"intercept": 0.0, **{f: 1.0 for f in FEATURES}}
     orders = read(catalogue.ORDERS_CLEAN.name)
     whole = lists_of(orders)
     pd.testing.assert_frame_equal(lists_of(lines_read(orders, run_date=RUN_DATE, opts=opts)), whole)
