@@ -102,3 +102,27 @@ def test_a_commit_refused_for_a_concurrent_writer_is_retried_then_reported(monke
 
     with pytest.raises(ValueError, match="a real error"):  # not retried
         tables.with_retries(other, what="writing table t")
+
+
+def test_housekeeping_is_skipped_on_a_rerun_that_wrote_nothing(spark, warehouse, monkeypatch):
+    table = Table("th", None, "test", readers="tests")
+    graph = [_stage(table)]
+    settings = _settings(warehouse, **{"storage.optimize": True, "storage.compact_min_files": 4})
+
+    def outcome(s=settings):
+        return orchestrate.run_pipeline(spark, s, graph).details["stages"]
+
+    assert outcome() == {"w": "ran", "housekeeping": "ran"}
+    # the date is complete and was tidied with these settings: nothing new to compact or expire
+    assert outcome() == {"w": "skipped", "housekeeping": "skipped"}
+    changed = replace(settings, **{"storage.compact_min_files": 3})
+    assert outcome(changed) == {"w": "skipped", "housekeeping": "ran"}
+    assert outcome(changed) == {"w": "skipped", "housekeeping": "skipped"}
+    # a writer that died since may have left files outside any commit: VACUUM must see them
+    monkeypatch.setattr(orchestrate, "crashed_since_housekeeping", lambda warehouse, clear=False: True)
+    assert outcome(changed)["housekeeping"] == "ran"
+    monkeypatch.undo()
+    # each run left its housekeeping row in run_log: three that ran, two skips
+    log = deltalake.DeltaTable(str(Path(warehouse) / "run_log")).to_pandas()
+    kept = log[log.stage == orchestrate.HOUSEKEEPING]
+    assert sorted(kept.status) == ["ok", "ok", "ok", "skipped", "skipped"]

@@ -227,9 +227,34 @@ def run_pipeline(
         outcome[stage.name] = "ran"
     if housekeeping and (settings.storage.optimize or settings.storage.vacuum):
         names = upstream + [catalogue.RUN_LOG.name]
-        run_stage(spark, settings, Stage(HOUSEKEEPING, lambda ctx: housekeep(ctx, names)))
-        outcome[HOUSEKEEPING] = "ran"
+        why = housekeeping_needed(settings, attempts.get(HOUSEKEEPING), ran="ran" in outcome.values())
+        if why is None:
+            log.info("housekeeping: skipped, done for this date with these storage settings and "
+                     "nothing written since")
+            now = dt.datetime.now(dt.timezone.utc)
+            runlog.record(spark, warehouse, run_date=settings.date, stage=HOUSEKEEPING, started=now,
+                          finished=now, status="skipped", message="nothing written since")
+            outcome[HOUSEKEEPING] = "skipped"
+        else:
+            log.info("housekeeping: running (%s)", why)
+            run_stage(spark, settings, Stage(HOUSEKEEPING, lambda ctx: housekeep(ctx, names)))
+            outcome[HOUSEKEEPING] = "ran"
     return StageResult(tables=upstream, details={"stages": outcome})
+
+
+def housekeeping_needed(settings: Settings, last: runlog.Attempt | None, *, ran: bool) -> str | None:
+    """Why housekeeping must run now, or None when it need not: a rerun of a date that wrote
+    nothing (every stage complete) after housekeeping succeeded for that date with the same
+    ``storage`` settings, and no writer died since (its files would wait for a VACUUM)."""
+    if ran:
+        return "stages ran"
+    if last is None or last.status != "ok":
+        return "not done for this date yet"
+    if last.details.get("storage") != config_digest(settings, ["storage"]):
+        return "the storage settings changed"
+    if crashed_since_housekeeping(settings.storage.warehouse):
+        return "a writer died since"
+    return None
 
 
 def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
@@ -267,7 +292,8 @@ def housekeep(ctx: StageContext, names: Sequence[str]) -> StageResult:
     return StageResult(
         tables=present,
         details={"files_before": before, "files_after": after, "expired_rows": expired,
-                 "done": done, "retention_hours": storage.vacuum_retention_hours},
+                 "done": done, "retention_hours": storage.vacuum_retention_hours,
+                 "storage": config_digest(ctx.settings, ["storage"])},
     )
 
 
