@@ -212,12 +212,7 @@ def run_pipeline(
             attempt, reason = completeness(spark, settings, stage, inputs, attempts.get(stage.name))
         if attempt is not None:
             log.info("[%d/%d] stage %s: skipped, %s", i, len(specs), stage.name, reason)
-            now = dt.datetime.now(dt.timezone.utc)
-            runlog.record(
-                spark, warehouse, run_date=settings.date, stage=stage.name, started=now,
-                finished=now, status="skipped", result=StageResult(tables=attempt.tables),
-                message=reason,
-            )
+            record_skipped(spark, settings, stage.name, reason, tables=attempt.tables)
             upstream += [t for t in attempt.tables if t not in upstream]
             outcome[stage.name] = "skipped"
             continue
@@ -231,15 +226,24 @@ def run_pipeline(
         if why is None:
             log.info("housekeeping: skipped, done for this date with these storage settings and "
                      "nothing written since")
-            now = dt.datetime.now(dt.timezone.utc)
-            runlog.record(spark, warehouse, run_date=settings.date, stage=HOUSEKEEPING, started=now,
-                          finished=now, status="skipped", message="nothing written since")
+            record_skipped(spark, settings, HOUSEKEEPING, "nothing written since")
             outcome[HOUSEKEEPING] = "skipped"
         else:
             log.info("housekeeping: running (%s)", why)
             run_stage(spark, settings, Stage(HOUSEKEEPING, lambda ctx: housekeep(ctx, names)))
             outcome[HOUSEKEEPING] = "ran"
     return StageResult(tables=upstream, details={"stages": outcome})
+
+
+def record_skipped(spark: SparkSession, settings: Settings, stage: str, reason: str, *,
+                   tables: Sequence[str] = ()) -> None:
+    """The ``run_log`` row of a step skipped for ``settings.date`` (``tables``: those its last
+    successful run committed)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    runlog.record(
+        spark, settings.storage.warehouse, run_date=settings.date, stage=stage, started=now,
+        finished=now, status="skipped", result=StageResult(tables=list(tables)), message=reason,
+    )
 
 
 def housekeeping_needed(settings: Settings, last: runlog.Attempt | None, *, ran: bool) -> str | None:
