@@ -47,6 +47,7 @@ def write_days(folder: Path, rows: int, seed: int = 42) -> list[Path]:
 
 def main(out_dir: str | Path, rows: int = ROWS_DEFAULT) -> dict:
     """Time night d+1 incrementally and as a full recompute; check their orders_clean agree."""
+    from bench import with_code_generation
     from stpipe import catalogue, tables
     from stpipe.cli import setup_logging
     from stpipe.config import load_settings, replace
@@ -75,7 +76,7 @@ def main(out_dir: str | Path, rows: int = ROWS_DEFAULT) -> dict:
             "privacy.key_file": str(key), "privacy.key_env": None,
         })
 
-    spark = build_session(base.spark, app_name="stpipe-bench-incremental")
+    spark = build_session(with_code_generation(base.spark), app_name="stpipe-bench-incremental")
     try:
         a, b = out / "warehouse-incremental", out / "warehouse-full"
         log.info("bench incremental: night d (%d part files, a full first ingest)", len(parts) - 1)

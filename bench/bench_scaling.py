@@ -25,6 +25,7 @@ log = logging.getLogger("stpipe.bench")
 
 def main(out_dir: str | Path, n: int = N_DEFAULT, *, warmup_rows: int = 5_000) -> dict:
     """Run the nightly on ``warmup_rows``, ``n`` and ``4 n`` order lines; return the figures."""
+    from bench import with_code_generation
     from stpipe.cli import setup_logging
     from stpipe.config import load_settings, replace
     from stpipe.session import build_session
@@ -33,7 +34,7 @@ def main(out_dir: str | Path, n: int = N_DEFAULT, *, warmup_rows: int = 5_000) -
     setup_logging()
     out = Path(out_dir) / "scaling"
     base = load_settings()
-    spark = build_session(base.spark, app_name="stpipe-bench-scaling")
+    spark = build_session(with_code_generation(base.spark), app_name="stpipe-bench-scaling")
     try:
         runs = {}
         sizes = [("warmup", warmup_rows), ("N", n), ("4N", 4 * n)]

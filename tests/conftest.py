@@ -81,6 +81,9 @@ def spark():
                 "spark.default.parallelism": "2",
                 # VACUUM lists files with this many tasks; Spark's default (10000) costs minutes.
                 "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+                # tiny tables: interpreted expressions, as conf/local.yaml
+                "spark.sql.codegen.wholeStage": "false",
+                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
             },
         ),
         app_name="stpipe-tests",
