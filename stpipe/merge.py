@@ -20,6 +20,7 @@ from stpipe.tables import (
     commit,
     exists,
     find_commit,
+    for_partitioned_write,
     slice_condition,
     sql_literal,
     table_path,
@@ -80,7 +81,7 @@ def upsert(
         token = json.dumps({"stpipe_write": uuid.uuid4().hex})
         if not updated:
             if partition_by:
-                changes = changes.repartition(*partition_by)
+                changes = for_partitioned_write(changes, partition_by, fixed=scope)
             writer = changes.write.format("delta").mode("append").option("userMetadata", token)
             if max_records_per_file:
                 writer = writer.option("maxRecordsPerFile", max_records_per_file)

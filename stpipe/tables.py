@@ -17,7 +17,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -144,6 +144,24 @@ def write(
     ).rows
 
 
+def for_partitioned_write(
+    df: DataFrame, partition_by: Sequence[str], *, fixed: Iterable[str] = ()
+) -> DataFrame:
+    """``df`` hash-partitioned by ``partition_by`` for a partitioned write: one writer task per
+    partition value, so no partition gets a swarm of tiny files.
+
+    When the write spans several partition values (some of ``partition_by`` are not ``fixed``
+    by the slice it replaces, as the order dates of ``orders_clean``), the shuffle keeps all its
+    ``spark.sql.shuffle.partitions`` tasks: adaptive execution would otherwise fold a small
+    frame into one task that writes every partition in turn (180 order dates of the embedded
+    default: 3.8-4.3 s on two cores instead of 3.0-3.2).
+    """
+    if set(partition_by) <= set(fixed):
+        return df.repartition(*partition_by)
+    tasks = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartition(tasks, *partition_by)
+
+
 def commit(
     df: DataFrame,
     warehouse: str,
@@ -162,8 +180,8 @@ def commit(
     """
     path = table_path(warehouse, name)
     token = json.dumps({"stpipe_write": uuid.uuid4().hex})
-    if partition_by:  # one writer task per partition value: no swarm of tiny files
-        df = df.repartition(*partition_by)
+    if partition_by:
+        df = for_partitioned_write(df, partition_by, fixed=replace or {})
     writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
     if replace:
         writer = writer.option("replaceWhere", slice_condition(**replace))
@@ -308,7 +326,10 @@ def delete_rows(
 ) -> int:
     """Delete the rows matching ``condition`` in one commit (none when no row matches);
     return how many. ``metadata`` goes into the commit's userMetadata."""
-    rows = read(spark, warehouse, name).where(condition).count()
+    matching = read(spark, warehouse, name).where(condition)
+    # Delta lists the files that may hold a match from its log alone (partition values and
+    # file statistics): none, and there is nothing to count (most nights' retention check)
+    rows = matching.count() if matching.inputFiles() else 0
     if rows:
         if metadata is not None:
             spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", metadata)
