@@ -35,7 +35,6 @@ def test_a_partitioned_slice_and_a_whole_table_write_count_what_they_wrote(spark
     assert tables.commit(whole, warehouse, "p", partition_by=["run_date"]).rows == 6
 
 
-
 def test_a_write_across_partitions_keeps_one_file_per_value_and_all_its_shuffle_tasks(spark, warehouse):
     days = [f"2024-01-{d:02d}" for d in range(1, 21)]
     df = spark.createDataFrame([(d, i) for d in days for i in range(5)], SCHEMA)
