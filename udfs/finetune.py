@@ -8,8 +8,9 @@ Only the top ``train_layers`` transformer layers and the pooler learn (or ``all`
 linear warmup and decay.
 
 Validation: recall@10 of the partner item among all catalogue items, both directions,
-measured before training and every ``eval_every_steps``; the best weights are kept, training
-stops after ``patience`` intervals without gain. On CPU a seed gives the same weights every
+measured before training and every ``eval_every_steps``; the latest weights within one standard
+error of the best are kept (:func:`within_noise`), training stops after ``patience`` intervals
+without a new best. On CPU a seed gives the same weights every
 time (seeded shuffling and dropout, deterministic algorithms, ``threads`` torch threads: one by
 default). When only the top layers train, the frozen ones run once per item
 (:class:`udfs.frozen_stack.FrozenStack`), not once per step.
@@ -115,6 +116,15 @@ def recall_at_k(vectors: Any, pairs: np.ndarray, k: int = 10) -> float:
     return float((top == targets[:, None]).any(dim=1).float().mean())
 
 
+def within_noise(value: float, best: float, before: float, directions: int) -> bool:
+    """Whether weights with validation recall ``value`` may be kept: better than the base
+    encoder's ``before`` and within one standard error of the ``best`` so far (the binomial error
+    of a recall over ``directions`` queries). After warm-up the curve's steps are mostly noise, and
+    later weights have gone further down the annealed schedule, so the latest such weights are kept
+    rather than the noisiest peak."""
+    return value > before and value >= best - math.sqrt(best * (1.0 - best) / max(directions, 1))
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later: bf16 matrix units)."""
     import torch
@@ -167,8 +177,9 @@ def train(
     params: TrainParams,
 ) -> dict[str, Any]:
     """Tune the encoder of ``model_dir`` on ``train_pairs`` (rows of two indices into ``texts``,
-    the catalogue), keep the weights best on ``valid_pairs``, save them to ``out_dir`` as a
-    Hugging Face folder; return the before/after recall, loss curve and timings."""
+    the catalogue), keep the latest weights within one standard error of the best on
+    ``valid_pairs`` (:func:`within_noise`), save them to ``out_dir`` as a Hugging Face folder;
+    return the before/after recall, loss curve and timings."""
     import torch
     from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -218,8 +229,9 @@ def train(
             return value
 
         before = validate()
-        best, best_step, stale = before, 0, 0
-        best_state = _trainable_state(model)
+        directions = 2 * len(valid_pairs)  # recall_at_k asks both ways
+        best, stale = before, 0
+        kept, kept_step, kept_state = before, 0, _trainable_state(model)
         curve: list[tuple[int, float]] = []
         evals: list[tuple[int, float]] = [(0, before)]
         log.info("finetune: %d pairs, %d steps, %d trainable parameters, %s, %s%s; recall@%d before %.4f",
@@ -250,22 +262,26 @@ def train(
                      step, len(steps), float(np.mean(losses)), rate, eta, params.k, value, max(best, value))
             t_interval, seen, losses = time.perf_counter(), 0, []
             if value > best:
-                best, best_step, stale = value, step, 0
-                best_state = _trainable_state(model)
+                best, stale = value, 0
             else:
                 stale += 1
-                if stale > params.patience:
-                    log.info("finetune: no gain in %d intervals, stopping at step %d", stale, step)
-                    break
+            # the best so far qualifies, so the weights kept are never older than the best's
+            if within_noise(value, best, before, directions):
+                kept, kept_step, kept_state = value, step, _trainable_state(model)
+            if stale > params.patience:
+                log.info("finetune: no gain in %d intervals, stopping at step %d", stale, step)
+                break
         seconds = time.perf_counter() - t0
-        model.load_state_dict(best_state, strict=False)
+        log.info("finetune: keeping the weights of step %d (recall@%d %.4f; best %.4f)",
+                 kept_step, params.k, kept, best)
+        model.load_state_dict(kept_state, strict=False)
         save_folder(model, tokenizer, base, Path(out_dir))
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
     done = len(curve)
     return {
-        "before": before, "after": best, "best_step": best_step, "steps": done,
+        "before": before, "after": kept, "best_step": kept_step, "best": best, "steps": done,
         "planned_steps": len(steps), "seconds": seconds,
         "pairs_per_s": done * params.batch_size / max(seconds, 1e-9),
         "curve": curve, "evals": evals, "device": device, "out_dir": str(out_dir),
