@@ -177,7 +177,7 @@ def test_same_seed_same_weights_and_frozen_layers_unchanged(trained, tmp_path):
     name = "encoder.layer.0.attention.self.query.weight"
     key = next(k for k in base if k.endswith(name))
     np.testing.assert_array_equal(base[key], tuned[next(k for k in tuned if k.endswith(name))])
-    assert trained["best_step"] > 0  # the saved weights are tuned ones, not the base
+    assert trained["kept_step"] > 0  # the saved weights are tuned ones, not the base
     assert state_digest(trained["out_dir"]) != state_digest(default_model_dir())
 
 
@@ -225,7 +225,7 @@ def test_progress_and_kept_weights(trained):
     best, n = trained["best"], 2 * trained["validation_pairs"]
     ok = [(s, v) for s, v in trained["evals"][1:]
           if v > trained["before"] and v >= best - (best * (1 - best) / n) ** 0.5]
-    assert (trained["best_step"], trained["after"]) == ok[-1]
+    assert (trained["kept_step"], trained["after"]) == ok[-1]
     assert len(trained["curve"]) == 4 and trained["pairs_per_s"] > 0
 
 

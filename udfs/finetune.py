@@ -281,7 +281,7 @@ def train(
         torch.set_num_threads(threads)
     done = len(curve)
     return {
-        "before": before, "after": kept, "best_step": kept_step, "best": best, "steps": done,
+        "before": before, "after": kept, "kept_step": kept_step, "best": best, "steps": done,
         "planned_steps": len(steps), "seconds": seconds,
         "pairs_per_s": done * params.batch_size / max(seconds, 1e-9),
         "curve": curve, "evals": evals, "device": device, "out_dir": str(out_dir),
