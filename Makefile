@@ -65,10 +65,20 @@ help: ## show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
+# The venv keeps pip (make package's wheel); the pinned dependencies go in with uv, which installs
+# the same wheels as pip in a fraction of the time (README: Development). INSTALLER=pip uses pip
+# alone, e.g. behind a package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead).
+INSTALLER ?= uv
+UV_VERSION := 0.13.10
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
+ifeq ($(INSTALLER),pip)
 	$(PYTHON) -m pip install -e '.[dev]'
+else
+	$(PYTHON) -m pip install 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip install --python $(PYTHON) -e '.[dev]'
+endif
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv, install the project, fetch Delta Lake's jars, make the JVM's class archive (once)
