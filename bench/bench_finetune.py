@@ -8,7 +8,8 @@ are frozen alike. Both rates are training pairs per second of the training loop,
 also covers its last validation pass (recall@10 over the catalogue), so it is the conservative one.
 Run for the top-2-layer setting (ours caches the frozen layers) and for all layers (no cache), each
 in float32 and with bf16 autocast on both sides (``precision`` for ours, ``bf16=True`` for theirs;
-ours picks bf16 by itself on a CPU with AMX, so that pair is what the stage runs there).
+ours picks bf16 by itself on a CPU with AMX or AVX512-BF16, so that pair is what the stage runs
+there).
 """
 
 from __future__ import annotations

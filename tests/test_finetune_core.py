@@ -10,7 +10,6 @@ from udfs.contrastive_loss import candidate_masks, symmetric_mnrl
 from udfs.embed import Embedder, default_model_dir
 from udfs.finetune import (
     TrainParams,
-    cpu_has_amx,
     recall_at_k,
     set_trainable,
     state_digest,
@@ -181,10 +180,18 @@ def test_same_seed_same_weights_and_frozen_layers_unchanged(trained, tmp_path):
     assert state_digest(trained["out_dir"]) != state_digest(default_model_dir())
 
 
-def test_precision_auto_is_bf16_on_a_gpu_and_on_an_amx_cpu():
+def test_precision_auto_is_bf16_on_a_gpu_and_on_a_cpu_with_bf16_instructions(monkeypatch):
+    import torch
+
     assert uses_bf16("cpu", "bf16") and uses_bf16("cuda:0", "auto")
     assert not uses_bf16("cuda:0", "fp32") and not uses_bf16("cpu", "fp32")
-    assert uses_bf16("cpu", "auto") == cpu_has_amx()
+    for amx, avx512_bf16 in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert uses_bf16("cpu", "auto") == (amx or avx512_bf16), (amx, avx512_bf16)
+        assert not uses_bf16("cpu", "fp32") and uses_bf16("cuda:0", "auto")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch: AMX alone
+    assert uses_bf16("cpu", "auto") is False
 
 
 def test_bf16_training_is_deterministic_and_not_the_fp32_one(tmp_path):
