@@ -66,7 +66,7 @@ help: ## show this list
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 # The venv keeps pip (make package's wheel); the pinned dependencies go in with uv, which installs
-# the same wheels as pip in a fraction of the time (README: Development). INSTALLER=pip uses pip
+# the same wheels as pip in a fraction of the time (README: Two commands). INSTALLER=pip uses pip
 # alone, e.g. behind a package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead).
 INSTALLER ?= uv
 UV_VERSION := 0.13.10
