@@ -64,3 +64,29 @@ def test_a_catalogue_over_the_bound_falls_back_to_jaccard(spark, caplog):
 def test_an_unknown_item_model_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="recommend.item_model: unknown model 'knn' \\(known: ease, jaccard\\)"):
         load_settings(None, {"recommend.item_model": "knn"})
+
+
+def test_the_gram_of_many_users_in_several_tasks_equals_numpy(spark):
+    """Users spread over tasks and Arrow batches, the same user id in two sources (two
+    buyers), repeated lines, a line without a user and items outside the list."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for source in ("s1", "s2"):
+        for u in range(300):
+            bought = rng.choice(40, size=rng.integers(1, 25), replace=False)
+            rows += [(source, f"u{u}", f"i{int(i)}") for i in bought]
+            rows.append((source, f"u{u}", f"i{int(bought[0])}"))  # bought twice: counts once
+    rows.append(("s1", None, "i1"))
+    frame = pd.DataFrame(rows, columns=["source", "user_id", "item_id"])
+    items = [f"i{i}" for i in range(35)][::-1]  # i35..i39 left out; the order sets the rows
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "97")
+    try:
+        got = gram_matrix(spark.createDataFrame(frame), items)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    known = frame.dropna().drop_duplicates()
+    x = pd.crosstab([known.source, known.user_id], known.item_id).reindex(columns=items, fill_value=0)
+    np.testing.assert_array_equal(got, x.to_numpy().T @ x.to_numpy())
+    assert got[items.index("i1"), items.index("i1")] == (known.item_id == "i1").sum()
