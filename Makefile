@@ -66,10 +66,13 @@ help: ## show this list
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 # The venv keeps pip (make package's wheel); the pinned dependencies go in with uv, which installs
-# the same wheels as pip in a fraction of the time (README: Two commands). INSTALLER=pip uses pip
-# alone, e.g. behind a package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead).
+# the same wheels as pip in a fraction of the time (README: Two commands). uv first tries its own
+# cache alone (--offline: on a machine that installed them before, seconds, and no rebuild of
+# pyspark's source distribution), then the index. INSTALLER=pip uses pip alone, e.g. behind a
+# package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead).
 INSTALLER ?= uv
 UV_VERSION := 0.13.10
+UV_INSTALL = $(VENV)/bin/uv pip install --python $(PYTHON) -e '.[dev]'
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
@@ -77,7 +80,10 @@ ifeq ($(INSTALLER),pip)
 	$(PYTHON) -m pip install -e '.[dev]'
 else
 	$(PYTHON) -m pip install 'uv==$(UV_VERSION)'
-	$(VENV)/bin/uv pip install --python $(PYTHON) -e '.[dev]'
+	@echo "$(UV_INSTALL) --offline"
+	@$(UV_INSTALL) --offline 2>$(VENV)/uv-offline.log && cat $(VENV)/uv-offline.log || { \
+		echo "uv: some packages are not in uv's cache ($(VENV)/uv-offline.log); from the index:"; \
+		echo "$(UV_INSTALL)"; $(UV_INSTALL); }
 endif
 	touch $@
 
