@@ -43,11 +43,15 @@ DELTA_JARS = $(shell ls .jars/*.jar 2>/dev/null | paste -sd, -)
 # The driver JVM's heap (in local mode the executors live in it too): spark-submit sets it
 # before the JVM starts, so conf/*.yaml's spark.driver.memory cannot.
 DRIVER_MEMORY ?= 4g
+# What stpipe/session.py gives a driver it starts: the throughput collector in local mode (the
+# driver's JVM runs the tasks too) and the class archive setup made.
+DRIVER_JAVA_OPTS = $(strip $(if $(filter local%,$(MASTER)),-XX:+UseParallelGC) \
+	$(if $(wildcard .jars/spark-classes.jsa),-XX:SharedArchiveFile=$(abspath .jars/spark-classes.jsa)))
 SPARK_SUBMIT_FLAGS = --master $(MASTER) --driver-memory $(DRIVER_MEMORY) --jars $(DELTA_JARS) \
 	--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
 	--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
 	--conf spark.sql.session.timeZone=UTC \
-	$(if $(wildcard .jars/spark-classes.jsa),--driver-java-options -XX:SharedArchiveFile=$(abspath .jars/spark-classes.jsa))
+	$(if $(DRIVER_JAVA_OPTS),--driver-java-options '$(DRIVER_JAVA_OPTS)')
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $(SPARK_SUBMIT_FLAGS)
 JOB_ARGS = --config $(CONFIG) --warehouse $(WAREHOUSE) --date $(DATE)
 EVAL_SOURCE ?= $(if $(filter-out synthetic,$(SOURCE)),$(SOURCE),online_retail)
