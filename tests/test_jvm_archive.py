@@ -58,7 +58,42 @@ def test_a_local_driver_gets_the_throughput_collector_unless_its_options_name_on
     assert options("spark://127.0.0.1:7077", "-Dstpipe.x=1") == "-Dstpipe.x=1"
 
 
-def test_the_tests_local_session_runs_on_the_throughput_collector(spark):
+def test_the_tests_local_session_runs_on_the_throughput_collector_and_compiles_fully(spark):
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     beans = management.getGarbageCollectorMXBeans()
     assert sorted(b.getName() for b in beans) == ["PS MarkSweep", "PS Scavenge"]
+    # SPARK_SUBMIT_OPTS gives the tests' short-lived jobs the first compiler alone (conftest);
+    # this long-lived session's own option comes later on its command line and wins
+    assert "-XX:TieredStopAtLevel=1" in os.environ["SPARK_SUBMIT_OPTS"].split()
+    hotspot = management.getPlatformMXBean(
+        spark.sparkContext._jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert hotspot.getVMOption("TieredStopAtLevel").getValue() == "4"
+
+
+def _maps(archive: Path) -> subprocess.CompletedProcess:
+    """Start the driver's JVM (the class path every local session has) with sharing required."""
+    submit = Path(sys.executable).parent / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run(
+        [str(submit), "--driver-java-options", f"-Xshare:on -XX:SharedArchiveFile={archive}",
+         "--version"], capture_output=True, text=True, env=env, check=False,
+    )
+
+
+def test_the_archive_setup_made_is_current_and_the_jvm_maps_it(tmp_path):
+    archive = jvm_archive.archive_path(".jars")
+    assert archive.is_file(), f"{archive} is missing: run `make setup`"
+    assert jvm_archive.is_current(".jars")
+    done = _maps(archive)
+    assert done.returncode == 0, done.stderr[-2000:]
+    broken = tmp_path / "broken.jsa"  # the same check refuses an archive the JVM cannot map
+    broken.write_bytes(b"\0" * 4096 + archive.read_bytes()[4096:65536])
+    refused = _maps(broken)
+    assert refused.returncode != 0 and "shared archive" in refused.stdout + refused.stderr
+
+
+def test_the_test_sessions_jvm_runs_with_the_archive(spark):
+    args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    flags = list(args.getInputArguments())
+    assert f"-XX:SharedArchiveFile={jvm_archive.archive_path('.jars')}" in flags
