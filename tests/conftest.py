@@ -28,8 +28,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # The jobs the tests start in processes of their own (nightlies, spark-submit, notebooks) are
 # short-lived JVMs on two busy cores: HotSpot's first compiler alone (no C2) spends 13% less CPU
-# on a whole nightly (docs/experiments.md). The session this process keeps for the whole run (the `spark` fixture)
-# runs hot code for minutes and compiles fully: its own option comes later and wins.
+# on a whole nightly (docs/experiments.md). The session this process keeps for the whole run
+# (the `spark` fixture) runs hot code for minutes and compiles fully: its own option comes later
+# on its command line and wins.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1"
 os.environ["SPARK_SUBMIT_OPTS"] = f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} {SHORT_LIVED_JVM}".strip()
 
