@@ -73,10 +73,14 @@ help: ## show this list
 # the same wheels as pip in a fraction of the time (README: Two commands). uv first tries its own
 # cache alone (--offline: on a machine that installed them before, seconds, and no rebuild of
 # pyspark's source distribution), then the index. INSTALLER=pip uses pip alone, e.g. behind a
-# package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead).
+# package mirror named in pip.conf (uv reads UV_DEFAULT_INDEX instead). uv, unlike pip, leaves
+# the packages uncompiled by default, and where PYTHONDONTWRITEBYTECODE is set (this machine,
+# many container images) nothing ever writes their bytecode: every process, each Spark Python
+# worker included, then compiles what it imports (torch and transformers: 6 s of a 11.7 s model
+# load). --compile-bytecode does it once, at install (docs/experiments.md: Speed of the nightly).
 INSTALLER ?= uv
 UV_VERSION := 0.13.10
-UV_INSTALL = $(VENV)/bin/uv pip install --python $(PYTHON) -e '.[dev]'
+UV_INSTALL = $(VENV)/bin/uv pip install --python $(PYTHON) --compile-bytecode -e '.[dev]'
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
