@@ -176,6 +176,10 @@ class ModelSettings:
     token_budget: int = 8192
     # spark.sql.execution.arrow.maxRecordsPerBatch for the embedding UDF.
     arrow_batch_rows: int = 1024
+    # Texts per embedding task at least: the texts to embed are spread over ceil(n / this)
+    # tasks, at most one per core of the application (each task's Python worker loads the model
+    # once, a few seconds on a CPU, in which it could embed about a thousand short titles).
+    embed_rows_per_task: int = 1000
     # Text embedded per item; fields title, category, description (null -> "").
     text_template: str = "{title}. {category}. {description}"
     # What embed uses: base (model_dir), latest (the newest registered tuned version, else

@@ -50,6 +50,8 @@ def check_values(settings: Settings) -> Settings:
          f"at least recommend.validation_days ({rec.validation_days})"),
         ("evaluate.finetune_threads", settings.evaluate.finetune_threads, settings.evaluate.finetune_threads >= 1, "1 or more"),
         ("ingest.late_days", settings.ingest.late_days, settings.ingest.late_days >= 0, "0 or more"),
+        ("model.embed_rows_per_task", settings.model.embed_rows_per_task,
+         settings.model.embed_rows_per_task >= 1, "1 or more"),
     ):
         if not ok:
             raise ConfigError(f"{key}: must be {need}, got {value}")

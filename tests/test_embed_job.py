@@ -69,7 +69,11 @@ def test_embed_job_twice(spark, warehouse):
     tables.write(spark.createDataFrame(ITEMS, ITEM_SCHEMA), warehouse, catalogue.ITEMS.name)
     orders = [order("u1", "p1", dt.datetime(2024, 2, 1)), order("u2", "p4", dt.datetime(2024, 2, 3))]
     tables.write(spark.createDataFrame(orders, ORDERS_CLEAN), warehouse, catalogue.ORDERS_CLEAN.name)
-    settings = replace(Settings(), **{"storage.warehouse": warehouse, "run_date": "2024-03-01", "model.arrow_batch_rows": 3})
+    # two texts per task: the four items are embedded by two tasks (two Python workers)
+    settings = replace(Settings(), **{
+        "storage.warehouse": warehouse, "run_date": "2024-03-01", "model.arrow_batch_rows": 3,
+        "model.embed_rows_per_task": 2,
+    })
     run_stage(spark, settings, EMBED)
     first = tables.read(spark, warehouse, catalogue.ITEM_EMBEDDINGS.name).orderBy("item_id").toPandas()
     run_stage(spark, settings, EMBED)
@@ -85,6 +89,26 @@ def test_embed_job_twice(spark, warehouse):
     np.testing.assert_array_equal(np.stack(second["embedding"].to_numpy()), got)
     assert users["user_id"].tolist() == ["u1", "u2"]  # one slice, not two after the rerun
     np.testing.assert_allclose(np.stack(users["embedding"].to_numpy()), got[[0, 3]], atol=1e-6)
+
+
+def test_texts_to_embed_are_spread_over_the_cores(spark):
+    from stpipe.recommend.embeddings import spread_over_tasks
+
+    names = [f"t{i:03d}" for i in range(250)]
+    texts = spark.createDataFrame([(t,) for t in reversed(names)], "text string")
+    assert spark.sparkContext.defaultParallelism == 2  # the tests' session: local[2]
+
+    def parts(rows_per_task: int) -> list[list[str]]:
+        spread = spread_over_tasks(texts, rows_per_task)
+        return spread.rdd.glom().map(lambda rows: [r["text"] for r in rows]).collect()
+
+    for rows_per_task, tasks in ((100, 2), (250, 1), (1000, 1), (1, 2)):
+        got = parts(rows_per_task)
+        assert len(got) == tasks, rows_per_task  # ceil(250 / rows_per_task), at most 2
+        assert sorted(t for p in got for t in p) == names  # nothing lost, nothing twice
+        assert all(p == sorted(p) and p for p in got)  # each task's texts in order
+    with pytest.raises(ConfigError, match=r"model\.embed_rows_per_task: must be 1 or more, got 0"):
+        replace(Settings(), **{"model.embed_rows_per_task": 0})
 
 
 def test_pooling_carries_a_user_across_arrow_batches():

@@ -31,10 +31,13 @@ def item_embeddings(
     embed: Callable[[Column], Column],
     model: str,
     previous: DataFrame | None = None,
+    rows_per_task: int | None = None,
 ) -> DataFrame:
     """Embed each item's text; vectors of ``previous`` are reused when text and model match.
 
     Each distinct text is embedded once (Olist titles, for example, are category names).
+    ``rows_per_task``: spread the texts to embed over tasks (:func:`spread_over_tasks`; counts
+    them, one job); None leaves them in the partitions their de-duplication made.
     """
     texts = signals.item_texts(items, template=template)
     reused = None
@@ -46,10 +49,29 @@ def item_embeddings(
         )
         texts = texts.join(reused.select("item_id"), "item_id", "left_anti")
     distinct = texts.select("text").distinct()
+    if rows_per_task is not None:
+        distinct = spread_over_tasks(distinct, rows_per_task)
     vectors = distinct.select("text", embed(F.col("text")).alias("embedding"))
     fresh = texts.join(vectors, "text")
     out = fresh if reused is None else fresh.unionByName(reused)
     return select_schema(out.withColumn("model", F.lit(model)), ITEM_EMBEDDINGS.schema)
+
+
+def spread_over_tasks(texts: DataFrame, rows_per_task: int) -> DataFrame:
+    """``texts`` in ceil(rows / ``rows_per_task``) partitions, at most one per core of the
+    application, each sorted by text (the UDF's batches are the same from run to run).
+
+    Without it, adaptive execution folds a catalogue's de-duplicated texts (a few megabytes
+    even for a large one) into one partition, and a single task embeds them all on one core.
+    """
+    rows = texts.count()
+    spark = texts.sparkSession
+    try:
+        cores = spark.sparkContext.defaultParallelism
+    except Exception:  # Spark Connect has no sparkContext
+        cores = int(spark.conf.get("spark.default.parallelism", "1"))
+    tasks = max(1, min(cores, -(-rows // rows_per_task)))
+    return texts.repartition(tasks, "text").sortWithinPartitions("text")
 
 
 def user_embeddings(

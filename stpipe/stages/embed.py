@@ -37,7 +37,8 @@ def run(ctx: StageContext) -> StageResult:
     spark.conf.set(ARROW_BATCH, str(model.arrow_batch_rows))
     try:
         vectors = item_embeddings(
-            items, template=model.text_template, embed=embed, model=name, previous=previous
+            items, template=model.text_template, embed=embed, model=name, previous=previous,
+            rows_per_task=model.embed_rows_per_task,
         ).persist(StorageLevel.MEMORY_AND_DISK)
         n_items = vectors.count()  # embeds once, before the table it may reuse is replaced
         n_items = ctx.write(ITEM_EMBEDDINGS, vectors)
