@@ -178,7 +178,9 @@ class ModelSettings:
     arrow_batch_rows: int = 1024
     # Texts per embedding task at least: the texts to embed are spread over ceil(n / this)
     # tasks, at most one per core of the application (each task's Python worker loads the model
-    # once, a few seconds on a CPU, in which it could embed about a thousand short titles).
+    # once, a few seconds on a CPU, in which it could embed about a thousand short titles). On
+    # a GPU, which embeds far more in that time, raise it (or give each task the GPU with
+    # spark.task.resource.gpu.amount) so that tasks do not queue on one device.
     embed_rows_per_task: int = 1000
     # Text embedded per item; fields title, category, description (null -> "").
     text_template: str = "{title}. {category}. {description}"
