@@ -60,14 +60,15 @@ def session_conf(settings: SparkSettings, *, submitted: bool) -> dict[str, str]:
     if submitted:
         # The JVM is already running: the master, --jars and its options came from the command line.
         return {**conf, **settings.conf}
-    if settings.master.startswith("local"):
+    local = settings.master.startswith("local")
+    if local:
         conf.update(LOCAL_DEFAULTS)
     # In a plain Python process the builder starts the JVM: Delta's jars must be on it from
     # the start, and the class archive setup made (if any) saves seconds of its start-up.
     conf["spark.jars"] = ",".join(str(p) for p in jar_paths(settings.jars_dir))
     conf.update(settings.conf)
     options = [conf.get(DRIVER_JAVA_OPTIONS, "")]
-    if settings.master.startswith("local") and not _NAMES_A_COLLECTOR.search(options[0]):
+    if local and not _NAMES_A_COLLECTOR.search(options[0]):
         options.insert(0, LOCAL_COLLECTOR)
     options.append(jvm_archive.java_options(settings.jars_dir))
     joined = " ".join(o for o in options if o)

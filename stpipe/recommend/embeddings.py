@@ -64,13 +64,8 @@ def spread_over_tasks(texts: DataFrame, rows_per_task: int) -> DataFrame:
     Without it, adaptive execution folds a catalogue's de-duplicated texts (a few megabytes
     even for a large one) into one partition, and a single task embeds them all on one core.
     """
-    rows = texts.count()
-    spark = texts.sparkSession
-    try:
-        cores = spark.sparkContext.defaultParallelism
-    except Exception:  # Spark Connect has no sparkContext
-        cores = int(spark.conf.get("spark.default.parallelism", "1"))
-    tasks = max(1, min(cores, -(-rows // rows_per_task)))
+    cores = texts.sparkSession.sparkContext.defaultParallelism
+    tasks = max(1, min(cores, -(-texts.count() // rows_per_task)))
     return texts.repartition(tasks, "text").sortWithinPartitions("text")
 
 
