@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udfs.ease import ease_weights
+from udfs.ease import ease_weights, spd_inverse
 
 
 def ridge_per_column(x: np.ndarray, l2: float) -> np.ndarray:
@@ -44,3 +44,25 @@ def test_bad_arguments_are_named():
         ease_weights(np.zeros((2, 3)), 1.0)
     with pytest.raises(ValueError, match="l2 must be > 0"):
         ease_weights(np.eye(2), 0.0)
+
+
+@pytest.mark.parametrize(("n", "block"), [(1, 4), (7, 3), (10, 10), (11, 4), (40, 64)])
+def test_the_cholesky_inverse_equals_numpy_s_in_place_across_row_blocks(n, block):
+    rng = np.random.default_rng(n)
+    x = (rng.random((60, n)) < 0.3).astype(float)
+    a = x.T @ x + 2.5 * np.eye(n)
+    expected = np.linalg.inv(a)
+    work = a.copy()
+    got = spd_inverse(work, block=block)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+    assert np.array_equal(got, got.T)  # both triangles filled, exactly symmetric
+    assert np.shares_memory(got, work) and got.flags.c_contiguous  # no second n x n array
+
+
+def test_a_gram_that_is_not_positive_definite_falls_back_to_the_general_inverse():
+    gram = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # eigenvalue -1
+    assert spd_inverse(gram + 0.5 * np.eye(3)) is None
+    p = np.linalg.inv(gram + 0.5 * np.eye(3))
+    expected = -p / np.diag(p)[np.newaxis, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(ease_weights(gram, 0.5), expected, atol=1e-12)

@@ -4,11 +4,13 @@ and an independent ridge regression per item; the fallback to Jaccard; no leakag
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stpipe.config import load_settings
 from stpipe.errors import ConfigError
-from stpipe.recommend.item_model import ease_neighbours, gram_matrix, item_neighbours
+from stpipe.recommend import item_model
+from stpipe.recommend.item_model import ease_neighbours, gram_matrix, item_neighbours, top_positive
 from stpipe.recommend.signals import history_before, item_cooccurrence
 from stpipe.schema import ORDERS_CLEAN
 from tests.test_ease import ridge_per_column
@@ -90,3 +92,42 @@ def test_the_gram_of_many_users_in_several_tasks_equals_numpy(spark):
     x = pd.crosstab([known.source, known.user_id], known.item_id).reindex(columns=items, fill_value=0)
     np.testing.assert_array_equal(got, x.to_numpy().T @ x.to_numpy())
     assert got[items.index("i1"), items.index("i1")] == (known.item_id == "i1").sum()
+
+
+def stable_sort_reference(weights: np.ndarray, keep: int) -> list[tuple[int, int, float]]:
+    """Each row rounded to 12 digits, sorted stably by descending weight (ties: lower column),
+    its first ``keep`` kept where positive."""
+    out = []
+    for r, row in enumerate(np.round(weights, 12)):
+        for c in np.argsort(-row, kind="stable")[:keep]:
+            if row[c] > 0:
+                out.append((r, int(c), float(row[c])))
+    return out
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3, 7])
+def test_the_kept_weights_equal_a_stable_sort_of_each_row_ties_included(keep):
+    rng = np.random.default_rng(keep)
+    w = rng.choice([-0.5, 0.0, 0.1, 0.2, 0.2 + 1e-14, 0.3], size=(9, 8))  # many exact ties
+    r, c, v = top_positive(w, keep, first_row=5)
+    expected = stable_sort_reference(w, keep)
+    assert list(zip((r - 5).tolist(), c.tolist(), v.tolist(), strict=True)) == expected
+
+
+def test_ease_rows_are_ranked_block_by_block_as_over_the_whole_matrix(monkeypatch):
+    rng = np.random.default_rng(11)
+    x = (rng.random((300, 23)) < 0.15).astype(float)
+    x[:, 20:] = x[:, :3]  # three items bought by exactly the same users: tied weights
+    gram = x.T @ x
+    items = [f"i{j:02d}" for j in range(23)]
+    whole = ease_neighbours(gram, items, l2_scale=0.5, neighbours=4)
+    monkeypatch.setattr(item_model, "ROW_BLOCK", 5)  # 5 blocks, the last one short
+    blocks = ease_neighbours(gram, items, l2_scale=0.5, neighbours=4)
+    pd.testing.assert_frame_equal(blocks, whole)
+    p = np.linalg.inv(gram + 0.5 * np.diag(gram).mean() * np.eye(23))
+    b = -p / np.diag(p)[np.newaxis, :]
+    np.fill_diagonal(b, 0.0)
+    expected = [(items[r], items[c], v) for r, c, v in stable_sort_reference(b, 4)]
+    got = list(zip(whole.item_id, whole.other_id, whole.similarity, strict=True))
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
+    np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], atol=1e-12)

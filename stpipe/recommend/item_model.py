@@ -29,6 +29,9 @@ from udfs.ease import ease_memory_bytes, ease_weights, gram_triples
 
 log = logging.getLogger("stpipe.recommend")
 
+# weights ranked per block of this many rows (bounds the ranking's memory beside the weights)
+ROW_BLOCK = 1024
+
 
 def gram_matrix(
     lines: DataFrame, items: Sequence[str], users: Sequence[str] = ("source", "user_id")
@@ -83,20 +86,37 @@ def ease_neighbours(
     if len(items) == 0:
         return pd.DataFrame({"item_id": [], "other_id": [], "similarity": []})
     l2 = float(l2_scale) * float(np.diag(gram).mean())
-    # rounded before ranking, so that equal weights tie by other_id and not by float noise
-    weights = np.round(ease_weights(gram, max(l2, 1e-9)), 12)
+    weights = ease_weights(gram, max(l2, 1e-9))
     keep = min(int(neighbours), len(items) - 1)
-    out_rows, out_cols, out_vals = [], [], []
+    out_rows, out_cols, out_vals = np.array([], int), np.array([], int), np.array([])
     if keep > 0:
-        # a stable sort of the negated weights: ties keep the lower column (other_id) first
-        order = np.argsort(-weights, axis=1, kind="stable")[:, :keep]
-        top = np.take_along_axis(weights, order, axis=1)
-        r, c = np.nonzero(top > 0)
-        out_rows, out_cols, out_vals = r, order[r, c], top[r, c]
+        parts = [top_positive(weights[start:start + ROW_BLOCK], keep, first_row=start)
+                 for start in range(0, len(items), ROW_BLOCK)]
+        out_rows, out_cols, out_vals = (np.concatenate(p) for p in zip(*parts, strict=True))
     log.info("ease item model: %d items, l2 %.1f, %d weights kept", len(items), l2, len(out_vals))
     return pd.DataFrame(
         {"item_id": items[out_rows], "other_id": items[out_cols], "similarity": out_vals}
     )
+
+
+def top_positive(rows: np.ndarray, keep: int, *, first_row: int = 0) -> tuple[np.ndarray, ...]:
+    """(row, column, weight) of each row's ``keep`` largest weights that are positive, rounded
+    to 12 digits first so that equal weights tie by column and not by float noise: the lower
+    column first, as a stable sort of the whole row would. Rows in order, each best first;
+    ``first_row`` is added to the row numbers. Linear in the row length (a partition, not a
+    sort)."""
+    rounded = np.round(rows, 12)
+    # the keep-th largest value of each row: every larger one is kept, and of the values equal
+    # to it the lowest columns, as many as there are places left
+    edge = -np.partition(-rounded, keep - 1, axis=1)[:, keep - 1:keep]
+    above = rounded > edge
+    tied = rounded == edge
+    places = keep - above.sum(axis=1, keepdims=True)
+    chosen = (above | (tied & (np.cumsum(tied, axis=1) <= places))) & (rounded > 0)
+    r, c = np.nonzero(chosen)
+    v = rounded[r, c]
+    order = np.lexsort((c, -v, r))
+    return r[order] + first_row, c[order], v[order]
 
 
 def ease_fits(n_items: int, max_items: int) -> bool:
