@@ -36,7 +36,8 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
         raise ValueError(f"ease_weights: the Gram matrix must be square, got shape {gram.shape}")
     if not l2 > 0:
         raise ValueError(f"ease_weights: l2 must be > 0, got {l2}")
-    regularised = gram + l2 * np.eye(gram.shape[0])
+    regularised = gram.copy(order="C")  # G + λI without an identity matrix of its own
+    regularised[np.diag_indices_from(regularised)] += l2
     precision = spd_inverse(regularised)
     if precision is None:  # not numerically positive definite: numpy's general inverse
         precision = np.linalg.inv(gram + l2 * np.eye(gram.shape[0]))
