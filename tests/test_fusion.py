@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+from scipy.special import expit
 
 from stpipe.recommend.fusion import DEFAULT_WEIGHTS, fit_fusion, fit_logistic
 
@@ -139,6 +140,13 @@ def test_the_intercept_is_found_when_offsets_are_large_and_purchases_rare():
     assert float(np.sum(1 / (1 + np.exp(-(b + offset))))) == pytest.approx(y.sum(), rel=1e-9)
     ref = minimize(lambda v: np.sum(np.logaddexp(0, v[0] + offset) - y * (v[0] + offset)), [0.0]).x[0]
     assert b == pytest.approx(ref, abs=1e-4)
+    # stopping once the bracket stops moving gives the 200th step's value to the last bit
+    span = np.abs(offset).max() + 50.0
+    lo, hi = -span, span
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if np.sum(expit(mid + offset)) > y.sum() else (mid, hi)
+    assert b == 0.5 * (lo + hi)
 
 
 def test_listwise_fit_does_not_run_away_on_nearly_collinear_features():

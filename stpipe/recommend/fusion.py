@@ -119,7 +119,8 @@ def fit_conditional_logit(
 def fit_intercept(offset: np.ndarray, y: np.ndarray, *, iterations: int = 200) -> float:
     """The b maximising the pointwise likelihood of sigma(b + offset): the root of the increasing
     sum(sigma(b + offset)) - sum(y), found by bisection (Newton from 0 overshoots when the offsets
-    are large and the labels rare)."""
+    are large and the labels rare). Stops early once a step leaves the bracket as it was (after
+    about 60 steps the two ends are neighbouring floats): every later step would too."""
     positives = float(np.sum(y))
     if positives <= 0 or positives >= len(y):
         raise ValueError("fit_intercept: needs both labels")
@@ -127,10 +128,13 @@ def fit_intercept(offset: np.ndarray, y: np.ndarray, *, iterations: int = 200) -
     lo, hi = -span, span
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
+        before = (lo, hi)
         if float(np.sum(expit(mid + offset))) > positives:
             hi = mid
         else:
             lo = mid
+        if (lo, hi) == before:
+            break
     return 0.5 * (lo + hi)
 
 
